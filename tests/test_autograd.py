@@ -1,0 +1,121 @@
+"""Autograd engine: values and gradients of elementary ops against finite differences
+(first and second order), graph pruning, no_grad, accumulation."""
+import numpy as np
+import pytest
+
+import nanostyle as ns
+from nanostyle.gradcheck import check_backward, check_double_backward, GradientCheckError
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("name,func,shapes", [
+    ("add_broadcast", lambda a, b: a + b, [(3, 4), (1, 4)]),
+    ("sub_broadcast", lambda a, b: a - b, [(2, 3, 4), (3, 1)]),
+    ("mul", lambda a, b: a * b, [(3, 4), (3, 4)]),
+    ("mul_broadcast", lambda a, b: a * b, [(2, 3, 4), (4,)]),
+    ("div", lambda a, b: a / (b * b + 1.0), [(3, 4), (3, 4)]),
+    ("matmul", lambda a, b: a @ b, [(3, 5), (5, 2)]),
+    ("batched_matmul", lambda a, b: a @ b, [(2, 3, 5), (5, 2)]),
+    ("pow3", lambda a: a ** 3, [(4, 3)]),
+    ("rsqrt", lambda a: (a * a + 0.5).rsqrt(), [(4, 3)]),
+    ("exp_log", lambda a: (a.exp() + 1.0).log(), [(4, 3)]),
+    ("sum_axis", lambda a: a.sum(axis=(0, 2)), [(2, 3, 4)]),
+    ("mean_keepdims", lambda a: a.mean(axis=1, keepdims=True), [(2, 3, 4)]),
+    ("reshape_transpose", lambda a: a.reshape(6, 4).transpose(1, 0) * 2.0, [(2, 3, 4)]),
+    ("getitem_slice", lambda a: a[1:, ::2] * a[1:, ::2], [(3, 4)]),
+    ("getitem_fancy", lambda a: a[np.array([0, 2, 0])] ** 2, [(3, 4)]),
+    ("concat", lambda a, b: ns.concat([a * a, b], axis=1), [(2, 3), (2, 2)]),
+    ("stack", lambda a, b: ns.stack([a, a * b], axis=0), [(2, 3), (2, 3)]),
+    ("where", lambda a, b: ns.where(np.array([[True, False, True]]), a * a, b), [(2, 3), (2, 3)]),
+    ("broadcast_to", lambda a: a.broadcast_to((3, 2, 4)) ** 2, [(2, 1)]),
+])
+def test_elementary_ops_first_and_second_order(name, func, shapes):
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    if name == "broadcast_to":
+        shapes = [(2, 1)]
+        func = lambda a: a.reshape(2, 1).broadcast_to((3, 2, 4)) ** 2
+    inputs = [rand(rng, *s) for s in shapes]
+    check_backward(func, inputs)
+    check_double_backward(func, inputs)
+
+
+def test_gradcheck_catches_a_wrong_gradient():
+    class WrongSquare(ns.Function):
+        def forward(self, a):
+            return a * a
+
+        def backward(self, g):
+            (a,) = self.inputs
+            return g * a * 2.1  # wrong on purpose
+
+    x = np.random.default_rng(1).standard_normal((3, 3))
+    with pytest.raises(GradientCheckError):
+        check_backward(lambda a: WrongSquare.apply(a), [x])
+
+
+def test_gradcheck_catches_a_first_order_only_backward():
+    class RawBackward(ns.Function):
+        """Right first derivative, but returned as a constant: second order must fail."""
+        def forward(self, a):
+            return a * a * a
+
+        def backward(self, g):
+            (a,) = self.inputs
+            return ns.Tensor(g.data * 3 * a.data * a.data)
+
+    x = np.random.default_rng(2).standard_normal((3, 3))
+    check_backward(lambda a: RawBackward.apply(a), [x])
+    with pytest.raises(GradientCheckError):
+        check_double_backward(lambda a: RawBackward.apply(a), [x])
+
+
+def test_backward_accumulates_into_leaves_and_no_grad_records_nothing():
+    rng = np.random.default_rng(3)
+    a = ns.Tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    b = ns.Tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    (a * b).sum().backward()
+    np.testing.assert_allclose(a.grad.data, b.data)
+    (a * b).sum().backward()
+    np.testing.assert_allclose(a.grad.data, 2 * b.data)
+    with ns.no_grad():
+        c = a * b
+    assert not c.requires_grad and c.is_leaf
+
+
+def test_grad_prunes_branches_not_leading_to_inputs():
+    calls = []
+
+    class Spy(ns.Function):
+        def forward(self, w, x):
+            return w * x
+
+        def backward(self, g):
+            calls.append(self.needs_input_grad)
+            w, x = self.inputs
+            return (g * x if self.needs_input_grad[0] else None,
+                    g * w if self.needs_input_grad[1] else None)
+
+    rng = np.random.default_rng(4)
+    w = ns.Tensor(rng.standard_normal(3), requires_grad=True)
+    x = ns.Tensor(rng.standard_normal(3), requires_grad=True)
+    (gx,) = ns.grad(Spy.apply(w, x).sum(), [x])
+    np.testing.assert_allclose(gx.data, w.data)
+    assert calls == [(False, True)]
+
+
+def test_unused_input_gets_none_or_zeros():
+    a = ns.Tensor(np.random.default_rng(5).standard_normal(3), requires_grad=True)
+    b = ns.Tensor(np.ones(3), requires_grad=True)
+    assert ns.grad((a * a).sum(), [b])[0] is None
+    assert np.all(ns.grad((a * a).sum(), [b], allow_unused=False)[0].data == 0)
+
+
+def test_float32_stays_float32():
+    a = ns.Tensor(np.random.default_rng(6).standard_normal(3).astype(np.float32), requires_grad=True)
+    y = (a * 2.0 + 1.0) / 3.0
+    assert y.dtype == np.float32
+    (g,) = ns.grad(y.sum(), [a])
+    assert g.dtype == np.float32
