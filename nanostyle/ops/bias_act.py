@@ -1,0 +1,224 @@
+"""bias_act: bias + activation + gain + clamp in one op (StyleGAN2-ADA's fused bias_act).
+
+  y = clamp(act(x + b) * gain, -clamp, clamp)       (b broadcast along axis `dim`)
+
+Activations and their defaults (alpha, gain) follow the reference table: linear (0, 1),
+relu (0, sqrt 2), lrelu (0.2, sqrt 2), tanh, sigmoid, elu, selu, softplus (0, 1), swish (0, sqrt 2).
+
+Gradient structure (as the reference): BiasAct's backward is its own Function, BiasActGrad,
+  dx = dy * act'(x + b) * gain * [|y| <= clamp],   db = sum of dx over all axes but `dim`.
+BiasActGrad is linear in dy, so its gradient wrt dy is BiasActGrad again; its gradient wrt the
+pre-activation is dy * act''(x + b) * gain (zero for linear, relu and lrelu, whose second
+derivative vanishes almost everywhere). That gives exact second-order gradients (R1); third
+order is not supported for the curved activations (act'' is taken as a constant there).
+
+Forward saves the pre-activation x + b (what every derivative needs). `_bias_act_forward`,
+`_bias_act_grad` and `_activation_second_derivative` are the seams for the CUDA kernels.
+"""
+import math
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor
+
+ACTIVATIONS = {
+    #  name       def_alpha  def_gain        2nd derivative non-zero
+    "linear":   (0.0, 1.0, False),
+    "relu":     (0.0, math.sqrt(2), False),
+    "lrelu":    (0.2, math.sqrt(2), False),
+    "tanh":     (0.0, 1.0, True),
+    "sigmoid":  (0.0, 1.0, True),
+    "elu":      (0.0, 1.0, True),
+    "selu":     (0.0, 1.0, True),
+    "softplus": (0.0, 1.0, True),
+    "swish":    (0.0, math.sqrt(2), True),
+}
+
+_SELU_ALPHA = 1.6732632423543772
+_SELU_SCALE = 1.0507009873554805
+
+
+def _sigmoid(xp, z):
+    # exp(-|z|) never overflows, and for z << 0 the e / (1 + e) branch keeps full precision.
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _activation(xp, act, z, alpha):
+    if act == "linear":
+        return z
+    if act == "relu":
+        return xp.maximum(z, 0)
+    if act == "lrelu":
+        return xp.where(z > 0, z, z * z.dtype.type(alpha))
+    if act == "tanh":
+        return xp.tanh(z)
+    if act == "sigmoid":
+        return _sigmoid(xp, z)
+    if act == "elu":
+        return xp.where(z > 0, z, xp.expm1(xp.minimum(z, 0)))
+    if act == "selu":
+        return _SELU_SCALE * xp.where(z > 0, z, _SELU_ALPHA * xp.expm1(xp.minimum(z, 0)))
+    if act == "softplus":
+        return xp.logaddexp(0, z)
+    if act == "swish":
+        return z * _sigmoid(xp, z)
+    raise AssertionError(act)
+
+
+def _activation_derivative(xp, act, z, alpha):
+    one = z.dtype.type(1)
+    if act == "linear":
+        return xp.ones_like(z)
+    if act == "relu":
+        return (z > 0).astype(z.dtype)
+    if act == "lrelu":
+        return xp.where(z > 0, one, z.dtype.type(alpha))
+    if act == "tanh":
+        t = xp.tanh(z)
+        return one - t * t
+    if act in ("sigmoid", "softplus"):
+        s = _sigmoid(xp, z)
+        return s * (one - s) if act == "sigmoid" else s
+    if act == "elu":
+        return xp.where(z > 0, one, xp.exp(xp.minimum(z, 0)))
+    if act == "selu":
+        return _SELU_SCALE * xp.where(z > 0, one, _SELU_ALPHA * xp.exp(xp.minimum(z, 0)))
+    if act == "swish":
+        s = _sigmoid(xp, z)
+        return s * (one + z * (one - s))
+    raise AssertionError(act)
+
+
+def _activation_second_derivative(xp, act, z, alpha):
+    one = z.dtype.type(1)
+    if act in ("linear", "relu", "lrelu"):
+        return xp.zeros_like(z)
+    if act == "tanh":
+        t = xp.tanh(z)
+        return -2 * t * (one - t * t)
+    if act == "sigmoid":
+        s = _sigmoid(xp, z)
+        return s * (one - s) * (one - 2 * s)
+    if act == "softplus":
+        s = _sigmoid(xp, z)
+        return s * (one - s)
+    if act == "elu":
+        return xp.where(z > 0, z.dtype.type(0), xp.exp(xp.minimum(z, 0)))
+    if act == "selu":
+        return _SELU_SCALE * xp.where(z > 0, z.dtype.type(0), _SELU_ALPHA * xp.exp(xp.minimum(z, 0)))
+    if act == "swish":
+        s = _sigmoid(xp, z)
+        ds = s * (one - s)
+        return 2 * ds + z * ds * (one - 2 * s)
+    raise AssertionError(act)
+
+
+def _bias_shape(ndim, dim, length):
+    shape = [1] * ndim
+    shape[dim] = length
+    return tuple(shape)
+
+
+def _bias_act_forward(x, b, dim, act, alpha, gain, clamp):
+    """Raw arrays -> (y, z) with z = x + b the saved pre-activation."""
+    xp = backend.get_array_module(x)
+    z = x if b is None else x + b.reshape(_bias_shape(x.ndim, dim, b.shape[0]))
+    y = _activation(xp, act, z, alpha)
+    if gain != 1:
+        y = y * y.dtype.type(gain)
+    if clamp is not None:
+        y = xp.clip(y, -clamp, clamp)
+    return y, z
+
+
+def _clamp_mask(xp, act, z, alpha, gain, clamp):
+    if clamp is None:
+        return None
+    return xp.abs(_activation(xp, act, z, alpha) * z.dtype.type(gain)) <= clamp
+
+
+def _bias_act_grad(dy, z, act, alpha, gain, clamp):
+    """dz = dy * act'(z) * gain, zero where the output was clamped."""
+    xp = backend.get_array_module(dy)
+    if act == "linear" and clamp is None:
+        return dy * dy.dtype.type(gain) if gain != 1 else dy.copy()
+    dz = dy * _activation_derivative(xp, act, z, alpha)
+    if gain != 1:
+        dz *= dz.dtype.type(gain)
+    mask = _clamp_mask(xp, act, z, alpha, gain, clamp)
+    if mask is not None:
+        dz *= mask
+    return dz
+
+
+class BiasAct(Function):
+    def forward(self, x, b, dim, act, alpha, gain, clamp):
+        self.dim, self.act, self.alpha, self.gain, self.clamp = dim, act, alpha, gain, clamp
+        y, z = _bias_act_forward(x, b, dim, act, alpha, gain, clamp)
+        self.z = z if (act != "linear" or clamp is not None) else None
+        return y
+
+    def backward(self, dy):
+        x, b = self.inputs
+        curved = ACTIVATIONS[self.act][2]
+        if curved:
+            # The pre-activation as a graph node, so the second derivative reaches x and b.
+            z = x if b is None else x + b.reshape(_bias_shape(x.ndim, self.dim, b.shape[0]))
+        else:
+            z = Tensor(self.z) if self.z is not None else None
+        dz = BiasActGrad.apply(dy, z, act=self.act, alpha=self.alpha, gain=self.gain, clamp=self.clamp)
+        dx = dz if self.needs_input_grad[0] else None
+        db = None
+        if b is not None and self.needs_input_grad[1]:
+            axes = tuple(a for a in range(dz.ndim) if a != self.dim)
+            db = dz.sum(axis=axes)
+        return dx, db
+
+
+class BiasActGrad(Function):
+    """(dy, z) -> dy * act'(z) * gain * mask. Linear in dy; its z-derivative uses act''."""
+
+    def forward(self, dy, z, act, alpha, gain, clamp):
+        self.act, self.alpha, self.gain, self.clamp = act, alpha, gain, clamp
+        return _bias_act_grad(dy, z, act, alpha, gain, clamp)
+
+    def backward(self, g):
+        dy, z = self.inputs
+        gdy = gz = None
+        if self.needs_input_grad[0]:
+            gdy = BiasActGrad.apply(g, z, act=self.act, alpha=self.alpha, gain=self.gain, clamp=self.clamp)
+        if z is not None and self.needs_input_grad[1] and ACTIVATIONS[self.act][2]:
+            xp = backend.get_array_module(z.data)
+            second = _activation_second_derivative(xp, self.act, z.data, self.alpha) * z.dtype.type(self.gain)
+            mask = _clamp_mask(xp, self.act, z.data, self.alpha, self.gain, self.clamp)
+            if mask is not None:
+                second = second * mask
+            gz = g * dy * Tensor(second)
+        return gdy, gz
+
+
+def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
+    """Add bias b along axis `dim`, apply the activation, scale by gain, clamp."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"bias_act: x must be a Tensor, got {type(x).__name__}")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"bias_act: unknown activation {act!r}; choose from {sorted(ACTIVATIONS)}")
+    if x.ndim < 1:
+        raise ValueError("bias_act: x must have at least one axis")
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"bias_act: dim {dim} out of range for x of shape {tuple(x.shape)}")
+    dim = dim % x.ndim
+    if b is not None:
+        if not isinstance(b, Tensor):
+            b = Tensor(b)
+        if b.ndim != 1 or b.shape[0] != x.shape[dim]:
+            raise ValueError(f"bias_act: bias must be 1-D of length x.shape[{dim}] = {x.shape[dim]}; "
+                             f"got bias {tuple(b.shape)} for x {tuple(x.shape)}")
+    backend.check_float_dtype("bias_act", x.data, None if b is None else b.data)
+    def_alpha, def_gain, _ = ACTIVATIONS[act]
+    alpha = float(def_alpha if alpha is None else alpha)
+    gain = float(def_gain if gain is None else gain)
+    clamp = None if clamp is None or clamp < 0 else float(clamp)
+    return BiasAct.apply(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)

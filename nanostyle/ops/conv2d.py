@@ -1,0 +1,252 @@
+"""conv2d (cross-correlation, OIHW, no bias), its transpose, its weight gradient, and the
+reference's conv2d_resample (convolution fused with FIR up/downsampling).
+
+Three linear maps close under differentiation, so every derivative of every order is one of them:
+  conv2d(x, w)               y = x * w                  (cross-correlation, stride s, padding p)
+  conv_transpose2d(g, w)     the adjoint of conv2d in x (x-shaped output)
+  conv2d_weight_grad(x, g)   the adjoint of conv2d in w (w-shaped output)
+With <conv2d(x, w), g> = <x, conv_transpose2d(g, w)> = <w, conv2d_weight_grad(x, g)>, each one's
+backward is a pair of the others (see the Function classes).
+
+NumPy path: im2col + one BLAS GEMM per pass. The patch matrix is laid out [C*kh*kw, N*Ho*Wo]
+(contiguous, so OpenBLAS gets plain row-major operands), built by one strided-view copy;
+col2im is the adjoint, a slice-add per kernel tap (kh*kw loop iterations, no loop over pixels).
+`_im2col` and `_col2im` are the seams the CUDA kernels plug into for CuPy arrays.
+"""
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor
+from .upfirdn2d import filter_size, parse_padding, upfirdn2d
+
+
+def _pair(value, name, op="conv2d"):
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"{op}: {name} must be an int or a pair, got {value}")
+    return value
+
+
+def _conv_output_size(size, k, stride, pad):
+    return (size + 2 * pad - k) // stride + 1
+
+
+def _im2col(x, kh, kw, stride, padding):
+    """x [N, C, H, W] -> patches [C*kh*kw, N*Ho*Wo] (row = (c, ky, kx), column = (n, oy, ox))."""
+    xp = backend.get_array_module(x)
+    N, C, H, W = x.shape
+    sy, sx = stride
+    py, px = padding
+    Ho, Wo = _conv_output_size(H, kh, sy, py), _conv_output_size(W, kw, sx, px)
+    if py or px:
+        x = xp.pad(x, ((0, 0), (0, 0), (py, py), (px, px)))
+    x = xp.ascontiguousarray(x)
+    sN, sC, sH, sW = x.strides
+    view = xp.lib.stride_tricks.as_strided(
+        x, shape=(C, kh, kw, N, Ho, Wo), strides=(sC, sH, sW, sN, sH * sy, sW * sx))
+    return xp.ascontiguousarray(view).reshape(C * kh * kw, N * Ho * Wo)
+
+
+def _col2im(cols, x_shape, kh, kw, stride, padding):
+    """The adjoint of _im2col: patches [C*kh*kw, N*Ho*Wo] summed back into x [N, C, H, W]."""
+    xp = backend.get_array_module(cols)
+    N, C, H, W = x_shape
+    sy, sx = stride
+    py, px = padding
+    Ho, Wo = _conv_output_size(H, kh, sy, py), _conv_output_size(W, kw, sx, px)
+    cols = cols.reshape(C, kh, kw, N, Ho, Wo)
+    padded = xp.zeros((N, C, H + 2 * py, W + 2 * px), dtype=cols.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            padded[:, :, ky:ky + sy * (Ho - 1) + 1:sy, kx:kx + sx * (Wo - 1) + 1:sx] += \
+                cols[:, ky, kx].transpose(1, 0, 2, 3)
+    return padded[:, :, py:py + H, px:px + W]
+
+
+def _to_rows(g):
+    """[N, O, Ho, Wo] -> [O, N*Ho*Wo] (contiguous, the GEMM's layout)."""
+    xp = backend.get_array_module(g)
+    N, O, Ho, Wo = g.shape
+    return xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(O, N * Ho * Wo)
+
+
+def _from_rows(rows, N, Ho, Wo):
+    """[O, N*Ho*Wo] -> [N, O, Ho, Wo] contiguous."""
+    xp = backend.get_array_module(rows)
+    O = rows.shape[0]
+    return xp.ascontiguousarray(rows.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
+
+
+def _conv2d_forward(x, w, stride, padding):
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Ho = _conv_output_size(H, kh, stride[0], padding[0])
+    Wo = _conv_output_size(W, kw, stride[1], padding[1])
+    cols = _im2col(x, kh, kw, stride, padding)
+    return _from_rows(w.reshape(O, -1) @ cols, N, Ho, Wo)
+
+
+def _conv_transpose2d_forward(g, w, x_shape, stride, padding):
+    O, C, kh, kw = w.shape
+    cols = w.reshape(O, C * kh * kw).T @ _to_rows(g)
+    return _col2im(cols, x_shape, kh, kw, stride, padding)
+
+
+def _conv2d_weight_grad_forward(x, g, w_shape, stride, padding):
+    O, C, kh, kw = w_shape
+    cols = _im2col(x, kh, kw, stride, padding)
+    return (_to_rows(g) @ cols.T).reshape(w_shape)
+
+
+class Conv2d(Function):
+    def forward(self, x, w, stride, padding):
+        self.stride, self.padding = stride, padding
+        return _conv2d_forward(x, w, stride, padding)
+
+    def backward(self, g):
+        x, w = self.inputs
+        gx = gw = None
+        if self.needs_input_grad[0]:
+            gx = ConvTranspose2d.apply(g, w, x_shape=x.shape, stride=self.stride, padding=self.padding)
+        if self.needs_input_grad[1]:
+            gw = Conv2dWeightGrad.apply(x, g, w_shape=w.shape, stride=self.stride, padding=self.padding)
+        return gx, gw
+
+
+class ConvTranspose2d(Function):
+    """x-shaped adjoint of conv2d: inputs (g, w) -> [N, C, H, W] with H, W given by x_shape."""
+
+    def forward(self, g, w, x_shape, stride, padding):
+        self.x_shape, self.stride, self.padding = x_shape, stride, padding
+        return _conv_transpose2d_forward(g, w, x_shape, stride, padding)
+
+    def backward(self, gx):
+        g, w = self.inputs
+        gg = gw = None
+        if self.needs_input_grad[0]:
+            gg = Conv2d.apply(gx, w, stride=self.stride, padding=self.padding)
+        if self.needs_input_grad[1]:
+            gw = Conv2dWeightGrad.apply(gx, g, w_shape=w.shape, stride=self.stride, padding=self.padding)
+        return gg, gw
+
+
+class Conv2dWeightGrad(Function):
+    """w-shaped adjoint of conv2d: inputs (x, g) -> [O, C, kh, kw]."""
+
+    def forward(self, x, g, w_shape, stride, padding):
+        self.stride, self.padding = stride, padding
+        return _conv2d_weight_grad_forward(x, g, w_shape, stride, padding)
+
+    def backward(self, gw):
+        x, g = self.inputs
+        gx = gg = None
+        if self.needs_input_grad[0]:
+            gx = ConvTranspose2d.apply(g, gw, x_shape=x.shape, stride=self.stride, padding=self.padding)
+        if self.needs_input_grad[1]:
+            gg = Conv2d.apply(x, gw, stride=self.stride, padding=self.padding)
+        return gx, gg
+
+
+def _check_conv(op, x, w):
+    for name, t in (("x", x), ("w", w)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+        if t.ndim != 4:
+            raise ValueError(f"{op}: {name} must be 4-D, got shape {tuple(t.shape)}")
+    backend.check_float_dtype(op, x.data, w.data)
+
+
+def conv2d(x, w, padding=0, stride=1):
+    """Cross-correlation of x [N, C, H, W] with w [O, C, kh, kw] (torch.conv2d semantics, no bias)."""
+    _check_conv("conv2d", x, w)
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"conv2d: x has {x.shape[1]} channels but w expects {w.shape[1]} "
+                         f"(x {tuple(x.shape)}, w {tuple(w.shape)})")
+    if min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0, got {stride}, {padding}")
+    Ho = _conv_output_size(x.shape[2], w.shape[2], stride[0], padding[0])
+    Wo = _conv_output_size(x.shape[3], w.shape[3], stride[1], padding[1])
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"conv2d: kernel {tuple(w.shape[2:])} larger than padded input "
+                         f"{tuple(x.shape[2:])} + padding {padding}")
+    return Conv2d.apply(x, w, stride=stride, padding=padding)
+
+
+def conv_transpose2d(x, w, stride=1, padding=0):
+    """Transposed convolution (torch.conv_transpose2d semantics): w [C_in, C_out, kh, kw] with
+    C_in = x's channels; output size (H - 1) * stride - 2 * padding + kh."""
+    _check_conv("conv_transpose2d", x, w)
+    stride, padding = _pair(stride, "stride", "conv_transpose2d"), _pair(padding, "padding", "conv_transpose2d")
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(f"conv_transpose2d: x has {x.shape[1]} channels but w expects {w.shape[0]} "
+                         f"(x {tuple(x.shape)}, w {tuple(w.shape)})")
+    N, _, H, W = x.shape
+    _, C, kh, kw = w.shape
+    out_h = (H - 1) * stride[0] - 2 * padding[0] + kh
+    out_w = (W - 1) * stride[1] - 2 * padding[1] + kw
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"conv_transpose2d: empty output for x {tuple(x.shape)}, w {tuple(w.shape)}")
+    return ConvTranspose2d.apply(x, w, x_shape=(N, C, out_h, out_w), stride=stride, padding=padding)
+
+
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, flip_weight=True):
+    """Convolution with optional FIR upsampling (before) or downsampling (after), as the
+    StyleGAN2-ADA reference computes it, through the cheapest equivalent path:
+    1x1 kernels resample on the smaller side, `down` uses a strided convolution, `up` a
+    transposed strided convolution. flip_weight=True means cross-correlation."""
+    _check_conv("conv2d_resample", x, w)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"conv2d_resample: x has {x.shape[1]} channels but w expects {w.shape[1]} "
+                         f"(x {tuple(x.shape)}, w {tuple(w.shape)})")
+    if up < 1 or down < 1:
+        raise ValueError(f"conv2d_resample: up and down must be >= 1, got {up}, {down}")
+    if not flip_weight:
+        w = w[:, :, ::-1, ::-1]  # convolution orientation = correlation with the flipped kernel
+    O, I, kh, kw = w.shape
+    fw, fh = filter_size(f)
+    x0, x1, y0, y1 = parse_padding(padding)
+    if up > 1:
+        x0 += (fw + up - 1) // 2
+        x1 += (fw - up) // 2
+        y0 += (fh + up - 1) // 2
+        y1 += (fh - up) // 2
+    if down > 1:
+        x0 += (fw - down + 1) // 2
+        x1 += (fw - down) // 2
+        y0 += (fh - down + 1) // 2
+        y1 += (fh - down) // 2
+
+    if kw == 1 and kh == 1 and down > 1 and up == 1:
+        x = upfirdn2d(x, f, down=down, padding=(x0, x1, y0, y1))
+        return conv2d(x, w)
+    if kw == 1 and kh == 1 and up > 1 and down == 1:
+        x = conv2d(x, w)
+        return upfirdn2d(x, f, up=up, padding=(x0, x1, y0, y1), gain=up * up)
+    if down > 1 and up == 1:
+        x = upfirdn2d(x, f, padding=(x0, x1, y0, y1))
+        return conv2d(x, w, stride=down)
+    if up > 1:
+        # Zero insertion followed by correlation with w equals a transposed convolution with
+        # the flipped kernel (in/out swapped); the leftover padding goes to the FIR filter.
+        w_t = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+        x0 -= kw - 1
+        x1 -= kw - up
+        y0 -= kh - 1
+        y1 -= kh - up
+        pxt = max(min(-x0, -x1), 0)
+        pyt = max(min(-y0, -y1), 0)
+        x = conv_transpose2d(x, w_t, stride=up, padding=(pyt, pxt))
+        x = upfirdn2d(x, f, padding=(x0 + pxt, x1 + pxt, y0 + pyt, y1 + pyt), gain=up * up)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down)
+        return x
+    if x0 == x1 and y0 == y1 and x0 >= 0 and y0 >= 0:
+        return conv2d(x, w, padding=(y0, x0))
+    x = upfirdn2d(x, None, padding=(x0, x1, y0, y1))
+    x = conv2d(x, w)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down)
+    return x

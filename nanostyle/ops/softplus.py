@@ -1,0 +1,52 @@
+"""softplus(x) = log(1 + exp(x)), stable for large |x|; the logistic GAN losses are built on it
+(non-saturating G loss softplus(-D(G(z))), D loss softplus(D(G(z))) + softplus(-D(x))).
+
+Forward: logaddexp(0, x) (= max(x, 0) + log1p(exp(-|x|))), exact and finite at +-1000.
+Backward: sigmoid(x), itself a Function whose backward is g * s * (1 - s), so R1's double
+backward through the loss is exact.
+"""
+from .. import backend
+from ..autograd import Function, Tensor
+
+
+def _softplus_forward(x):
+    return backend.get_array_module(x).logaddexp(0, x)
+
+
+def _sigmoid_forward(x):
+    """1 / (1 + exp(-x)) written so that exp never overflows and tiny values keep full precision."""
+    xp = backend.get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class Softplus(Function):
+    def forward(self, x):
+        return _softplus_forward(x)
+
+    def backward(self, g):
+        (x,) = self.inputs
+        return g * Sigmoid.apply(x)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        self.s = _sigmoid_forward(x)
+        return self.s
+
+    def backward(self, g):
+        (x,) = self.inputs
+        s = Sigmoid.apply(x)
+        return g * s * (1.0 - s)
+
+
+def sigmoid(x):
+    return Sigmoid.apply(x)
+
+
+def softplus(x):
+    """log(1 + exp(x)), numerically stable."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"softplus: x must be a Tensor, got {type(x).__name__}")
+    backend.check_float_dtype("softplus", x.data)
+    return Softplus.apply(x)

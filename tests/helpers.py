@@ -1,0 +1,23 @@
+"""Shared test helpers: random float64 inputs that avoid kinks, gradient-check wrappers."""
+import numpy as np
+
+from nanostyle.gradcheck import check_backward, check_double_backward
+
+
+def randn(rng, *shape, dtype=np.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def away_from_zero(rng, *shape, margin=1e-2):
+    """Random normal values with |v| >= margin (redrawn), for inputs to relu/lrelu kinks."""
+    values = rng.standard_normal(shape)
+    bad = np.abs(values) < margin
+    while bad.any():
+        values[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(values) < margin
+    return values
+
+
+def check_both_orders(func, inputs, **kwargs):
+    check_backward(func, inputs, **kwargs)
+    check_double_backward(func, inputs, **kwargs)

@@ -1,0 +1,97 @@
+"""upfirdn2d: forward against a direct definition, first/second-order gradients, errors."""
+import numpy as np
+import pytest
+
+import nanostyle as ns
+from nanostyle.ops import setup_filter, upfirdn2d, upsample2d, downsample2d, filter2d
+from helpers import check_both_orders, randn
+
+
+def reference_upfirdn2d(x, f, up, down, pad, flip_filter, gain):
+    """Literal definition: zero insertion, padding/cropping, convolution loop, decimation."""
+    N, C, H, W = x.shape
+    x0, x1, y0, y1 = pad
+    f = np.ones((1, 1)) if f is None else (np.outer(f, f) if f.ndim == 1 else f)
+    f = f * gain
+    u = np.zeros((N, C, H * up, W * up))
+    u[:, :, ::up, ::up] = x
+    big = np.zeros((N, C, H * up + abs(y0) + abs(y1) + 2, W * up + abs(x0) + abs(x1) + 2))
+    # place u at offset (y0, x0) in an oversized canvas, then cut the padded window
+    oy, ox = abs(y0) + 1, abs(x0) + 1
+    big[:, :, oy:oy + H * up, ox:ox + W * up] = u
+    padded = big[:, :, oy - y0:oy + H * up + y1, ox - x0:ox + W * up + x1]
+    fh, fw = f.shape
+    kernel = f if flip_filter else f[::-1, ::-1]
+    Ho, Wo = padded.shape[2] - fh + 1, padded.shape[3] - fw + 1
+    out = np.zeros((N, C, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            out[:, :, i, j] = (padded[:, :, i:i + fh, j:j + fw] * kernel).sum(axis=(2, 3))
+    return out[:, :, ::down, ::down]
+
+
+CASES = [
+    dict(up=1, down=1, pad=(1, 1, 1, 1), flip=False, f=[1, 3, 3, 1]),
+    dict(up=2, down=1, pad=(2, 1, 2, 1), flip=False, f=[1, 3, 3, 1]),
+    dict(up=1, down=2, pad=(1, 1, 1, 1), flip=True, f=[1, 3, 3, 1]),
+    dict(up=2, down=2, pad=(-1, 2, 0, 1), flip=False, f=[1, 2, 4]),
+    dict(up=1, down=1, pad=(0, 0, 0, 0), flip=False, f=None),
+    dict(up=1, down=2, pad=(0, -1, 1, 0), flip=False, f="2d"),
+    dict(up=2, down=1, pad=(1, 2, 2, 1), flip=True, f="1d"),
+]
+
+
+def _filter(spec, rng):
+    if spec is None:
+        return None
+    if spec == "2d":
+        return rng.uniform(0.1, 1.0, (3, 2))
+    if spec == "1d":
+        return setup_filter(rng.uniform(0.1, 1.0, 9), separable=True, dtype=np.float64)
+    return setup_filter(spec, dtype=np.float64)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_matches_definition_and_gradients(case):
+    rng = np.random.default_rng(len(str(case)))
+    f = _filter(case["f"], rng)
+    x = randn(rng, 2, 3, 5, 6)
+    fn = lambda x: upfirdn2d(x, f, up=case["up"], down=case["down"], padding=case["pad"],
+                             flip_filter=case["flip"], gain=1.7)
+    y = fn(ns.Tensor(x)).data
+    ref = reference_upfirdn2d(x, None if f is None else np.asarray(f, np.float64), case["up"],
+                              case["down"], case["pad"], case["flip"], 1.7)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    check_both_orders(fn, [x])
+
+
+def test_setup_filter_and_resampling_helpers_keep_levels():
+    f = setup_filter([1, 3, 3, 1])
+    assert f.shape == (4, 4) and f.dtype == np.float32 and abs(f.sum() - 1) < 1e-6
+    rng = np.random.default_rng(3)
+    x = ns.Tensor(np.full((1, 1, 8, 8), 0.5) + 0 * randn(rng, 1, 1, 8, 8))
+    f64 = setup_filter([1, 3, 3, 1], dtype=np.float64)
+    up = upsample2d(x, f64)
+    down = downsample2d(x, f64)
+    same = filter2d(x, f64)
+    assert up.shape == (1, 1, 16, 16) and down.shape == (1, 1, 4, 4) and same.shape == (1, 1, 8, 8)
+    # a constant image stays constant away from the borders
+    np.testing.assert_allclose(up.data[0, 0, 4:-4, 4:-4], 0.5, rtol=1e-12)
+    np.testing.assert_allclose(down.data[0, 0, 1:-1, 1:-1], 0.5, rtol=1e-12)
+
+
+def test_float32_stays_float32():
+    x = ns.Tensor(np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32))
+    assert upfirdn2d(x, setup_filter([1, 3, 3, 1]), up=2, padding=(2, 1, 2, 1)).dtype == np.float32
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: upfirdn2d(ns.Tensor(np.zeros((2, 3, 4))), None), "4-D"),
+    (lambda: upfirdn2d(ns.Tensor(np.zeros((1, 1, 4, 4), np.int32)), None), "float"),
+    (lambda: upfirdn2d(ns.Tensor(np.zeros((1, 1, 4, 4), np.float16)), None), "float"),
+    (lambda: upfirdn2d(ns.Tensor(np.zeros((1, 1, 2, 2))), np.ones((4, 4)), padding=-1), "empty"),
+    (lambda: upfirdn2d(ns.Tensor(np.zeros((1, 1, 4, 4))), None, up=0), "up"),
+])
+def test_bad_arguments(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bad()
