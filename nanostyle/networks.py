@@ -1,0 +1,329 @@
+"""StyleGAN2 networks (Karras et al. 2020, config F), with StyleGAN2-ADA's layer semantics.
+
+Generator = MappingNetwork (z -> w, 8 or 2 equalised FC layers with lr_mul 0.01, w_avg tracked
+for truncation) + SynthesisNetwork ('skip' architecture: a learned 4x4 constant, per resolution
+two modulated 3x3 convolutions with noise, a toRGB per block whose images are upsampled and
+summed). Discriminator = 'resnet' blocks (two 3x3 convolutions, the second downsampling, plus
+a 1x1 downsampling skip, both scaled by sqrt(1/2)) and an epilogue with minibatch stddev.
+Channels per resolution: min(channel_base / res, channel_max).
+
+Differences from the reference, all reparameterisations that change no capacity: every
+convolution is a cross-correlation (the reference flips the kernel of its upsampling layers),
+and parameters are initialised from this module's own seeded NumPy generator.
+"""
+import math
+
+import numpy as np
+
+from . import backend
+from .autograd import Tensor, concat, no_grad
+from .nn import Module, Parameter
+from .ops import (bias_act, conv2d_resample, linear, minibatch_std, modulated_conv2d,
+                  noise_injection, setup_filter, upsample2d)
+from .ops.bias_act import ACTIVATIONS
+
+RESAMPLE_FILTER = [1, 3, 3, 1]
+
+
+def _rng(seed):
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def normalize_2nd_moment(x, eps=1e-8):
+    return x * ((x * x).mean(axis=1, keepdims=True) + eps).rsqrt()
+
+
+class FullyConnectedLayer(Module):
+    """Equalised-lr dense layer: weights stored as randn / lr_mul, scaled at run time."""
+
+    def __init__(self, in_features, out_features, bias=True, activation="linear", lr_multiplier=1.0,
+                 bias_init=0.0, rng=None, dtype=np.float32):
+        super().__init__()
+        self.activation, self.lr_multiplier = activation, lr_multiplier
+        self.weight = Parameter((rng.standard_normal((out_features, in_features)) / lr_multiplier).astype(dtype))
+        self.bias = Parameter(np.full(out_features, bias_init, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        return linear(x, self.weight, self.bias, lr_mul=self.lr_multiplier, activation=self.activation)
+
+
+class MappingNetwork(Module):
+    def __init__(self, z_dim, w_dim, num_ws, num_layers=8, lr_multiplier=0.01, w_avg_beta=0.995,
+                 rng=None, dtype=np.float32):
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
+        features = [z_dim] + [w_dim] * num_layers
+        self.layers = [FullyConnectedLayer(features[i], features[i + 1], activation="lrelu",
+                                           lr_multiplier=lr_multiplier, rng=rng, dtype=dtype)
+                       for i in range(num_layers)]
+        self.register_buffer("w_avg", np.zeros(w_dim, dtype=dtype))
+
+    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, update_emas=False):
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"mapping: z must be [N, {self.z_dim}], got {tuple(z.shape)}")
+        x = normalize_2nd_moment(z)
+        for layer in self.layers:
+            x = layer(x)
+        if update_emas:
+            batch_mean = x.data.mean(axis=0)
+            self.w_avg.data = batch_mean + (self.w_avg.data - batch_mean) * self.w_avg_beta
+        ws = x.reshape(x.shape[0], 1, self.w_dim).broadcast_to((x.shape[0], self.num_ws, self.w_dim))
+        if truncation_psi != 1:
+            w_avg = Tensor(self.w_avg.data)
+            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+            truncated = w_avg + (ws[:, :cutoff] - w_avg) * float(truncation_psi)
+            ws = truncated if cutoff >= self.num_ws else concat([truncated, ws[:, cutoff:]], axis=1)
+        return ws
+
+
+class SynthesisLayer(Module):
+    """Modulated 3x3 convolution (optionally upsampling x2) + noise + bias + lrelu."""
+
+    def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1,
+                 rng=None, dtype=np.float32):
+        super().__init__()
+        self.resolution, self.up, self.padding = resolution, up, kernel_size // 2
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1, rng=rng, dtype=dtype)
+        self.weight = Parameter(rng.standard_normal((out_channels, in_channels, kernel_size, kernel_size)).astype(dtype))
+        self.noise_strength = Parameter(np.zeros((), dtype=dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype=dtype))
+        self.register_buffer("noise_const", rng.standard_normal((resolution, resolution)).astype(dtype))
+        self.resample_filter = setup_filter(RESAMPLE_FILTER, dtype=dtype)
+
+    def forward(self, x, w, noise_mode="random", rng=None):
+        styles = self.affine(w)
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter)
+        N = x.shape[0]
+        if noise_mode == "random":
+            rng = rng if rng is not None else np.random.default_rng()
+            noise = rng.standard_normal((N, 1, self.resolution, self.resolution)).astype(x.dtype)
+            noise = Tensor(backend.get_array_module(x.data).asarray(noise))
+        elif noise_mode == "const":
+            noise = Tensor(self.noise_const.data.reshape(1, 1, self.resolution, self.resolution)
+                           .repeat(N, axis=0))
+        else:
+            noise = None
+        if noise is not None:
+            x = noise_injection(x, noise, self.noise_strength)
+        return bias_act(x, self.bias, act="lrelu")
+
+
+class ToRGBLayer(Module):
+    def __init__(self, in_channels, out_channels, w_dim, kernel_size=1, rng=None, dtype=np.float32):
+        super().__init__()
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1, rng=rng, dtype=dtype)
+        self.weight = Parameter(rng.standard_normal((out_channels, in_channels, kernel_size, kernel_size)).astype(dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype=dtype))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
+
+    def forward(self, x, w):
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        return bias_act(x, self.bias)
+
+
+class SynthesisBlock(Module):
+    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_channels, self.resolution = in_channels, resolution
+        self.num_conv, self.num_torgb = 0, 1
+        if in_channels == 0:
+            self.const = Parameter(rng.standard_normal((out_channels, resolution, resolution)).astype(dtype))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, rng=rng, dtype=dtype)
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, rng=rng, dtype=dtype)
+        self.num_conv += 1
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, rng=rng, dtype=dtype)
+        self.resample_filter = setup_filter(RESAMPLE_FILTER, dtype=dtype)
+
+    def forward(self, x, img, ws, noise_mode="random", rng=None):
+        index = 0
+        if self.in_channels == 0:
+            N = ws.shape[0]
+            x = self.const.reshape((1,) + self.const.shape).broadcast_to((N,) + self.const.shape)
+        else:
+            x = self.conv0(x, ws[:, index], noise_mode=noise_mode, rng=rng)
+            index += 1
+        x = self.conv1(x, ws[:, index], noise_mode=noise_mode, rng=rng)
+        index += 1
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        y = self.torgb(x, ws[:, index])
+        img = y if img is None else img + y
+        return x, img
+
+
+def _block_resolutions_up(img_resolution):
+    return [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
+
+
+class SynthesisNetwork(Module):
+    def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512,
+                 rng=None, dtype=np.float32):
+        super().__init__()
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        resolutions = _block_resolutions_up(img_resolution)
+        channels = {res: min(channel_base // res, channel_max) for res in resolutions}
+        self.blocks = []
+        self.num_ws = 0
+        for res in resolutions:
+            in_channels = channels[res // 2] if res > 4 else 0
+            block = SynthesisBlock(in_channels, channels[res], w_dim, res, img_channels, rng=rng, dtype=dtype)
+            self.blocks.append(block)
+            self.num_ws += block.num_conv
+        self.num_ws += self.blocks[-1].num_torgb
+
+    def forward(self, ws, noise_mode="random", rng=None):
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"synthesis: ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
+        if noise_mode not in ("random", "const", "none"):
+            raise ValueError(f"synthesis: noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+        x = img = None
+        index = 0
+        for block in self.blocks:
+            block_ws = ws[:, index:index + block.num_conv + block.num_torgb]
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, rng=rng)
+            index += block.num_conv
+        return img
+
+
+class Generator(Module):
+    def __init__(self, z_dim, w_dim, img_resolution, img_channels=1, mapping_layers=8, channel_base=32768,
+                 channel_max=512, mapping_lr_mul=0.01, w_avg_beta=0.995, seed=0, dtype=np.float32):
+        super().__init__()
+        _check_resolution(img_resolution)
+        rng = _rng(seed)
+        self.z_dim, self.w_dim = z_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
+                                          rng=rng, dtype=dtype)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers,
+                                      lr_multiplier=mapping_lr_mul, w_avg_beta=w_avg_beta, rng=rng, dtype=dtype)
+
+    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, noise_mode="random", rng=None,
+                update_emas=False):
+        ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, noise_mode=noise_mode, rng=rng)
+
+
+class Conv2dLayer(Module):
+    """Equalised-lr convolution (optionally downsampling x2) + bias + activation."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, bias=True, activation="linear", down=1,
+                 rng=None, dtype=np.float32):
+        super().__init__()
+        self.activation, self.down, self.padding = activation, down, kernel_size // 2
+        self.weight = Parameter(rng.standard_normal((out_channels, in_channels, kernel_size, kernel_size)).astype(dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.act_gain = ACTIVATIONS[activation][1]
+        self.resample_filter = setup_filter(RESAMPLE_FILTER, dtype=dtype)
+
+    def forward(self, x, gain=1.0):
+        w = self.weight * self.weight_gain
+        x = conv2d_resample(x, w, f=self.resample_filter, down=self.down, padding=self.padding)
+        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain)
+
+
+class DiscriminatorBlock(Module):
+    def __init__(self, in_channels, tmp_channels, out_channels, img_channels, rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_channels = in_channels
+        if in_channels == 0:
+            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, 1, activation="lrelu", rng=rng, dtype=dtype)
+        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, 3, activation="lrelu", rng=rng, dtype=dtype)
+        self.conv1 = Conv2dLayer(tmp_channels, out_channels, 3, activation="lrelu", down=2, rng=rng, dtype=dtype)
+        self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2, rng=rng, dtype=dtype)
+
+    def forward(self, x, img):
+        if self.in_channels == 0:
+            x = self.fromrgb(img)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        x = self.conv0(x)
+        x = self.conv1(x, gain=math.sqrt(0.5))
+        return y + x
+
+
+class DiscriminatorEpilogue(Module):
+    def __init__(self, in_channels, resolution, mbstd_group_size=4, mbstd_num_channels=1, rng=None, dtype=np.float32):
+        super().__init__()
+        self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels
+        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu", rng=rng, dtype=dtype)
+        self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu", rng=rng, dtype=dtype)
+        self.out = FullyConnectedLayer(in_channels, 1, rng=rng, dtype=dtype)
+
+    def forward(self, x):
+        if self.mbstd_num_channels > 0:
+            x = minibatch_std(x, group_size=self.mbstd_group_size, num_channels=self.mbstd_num_channels)
+        x = self.conv(x)
+        x = self.fc(x.reshape(x.shape[0], -1))
+        return self.out(x)
+
+
+class Discriminator(Module):
+    def __init__(self, img_resolution, img_channels=1, channel_base=32768, channel_max=512, mbstd_group_size=4,
+                 mbstd_num_channels=1, seed=0, dtype=np.float32):
+        super().__init__()
+        _check_resolution(img_resolution)
+        rng = _rng(seed)
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        resolutions = [2 ** i for i in range(int(math.log2(img_resolution)), 2, -1)]
+        channels = {res: min(channel_base // res, channel_max) for res in resolutions + [4]}
+        self.blocks = []
+        for res in resolutions:
+            in_channels = channels[res] if res < img_resolution else 0
+            self.blocks.append(DiscriminatorBlock(in_channels, channels[res], channels[res // 2], img_channels,
+                                                  rng=rng, dtype=dtype))
+        self.epilogue = DiscriminatorEpilogue(channels[4], 4, mbstd_group_size, mbstd_num_channels, rng=rng, dtype=dtype)
+
+    def forward(self, img):
+        expected = (self.img_channels, self.img_resolution, self.img_resolution)
+        if img.ndim != 4 or tuple(img.shape[1:]) != expected:
+            raise ValueError(f"discriminator: images must be [N, {expected[0]}, {expected[1]}, {expected[2]}], "
+                             f"got {tuple(img.shape)}")
+        x = None
+        for block in self.blocks:
+            x = block(x, img)
+        return self.epilogue(x)
+
+
+def _check_resolution(res):
+    if not isinstance(res, (int, np.integer)) or res < 4 or res > 1024 or res & (res - 1):
+        raise ValueError(f"resolution must be a power of two between 4 and 1024, got {res!r}")
+
+
+CONFIGS = ("auto", "bench64", "cpu", "tiny")
+
+
+def network_kwargs(cfg, res):
+    """(G_kwargs, D_kwargs) for a named configuration at resolution `res`.
+
+    auto:    StyleGAN2-ADA's 'auto' spec: channel_base 16384 (32768 from 512 up), channel_max
+             512, 2 mapping layers, z = w = 512.
+    bench64: the fixed speed yardstick of DESIGN.md (res 64 only).
+    cpu:     narrow widths for a useful hour on a 2-core CPU.
+    tiny:    a few channels, for tests only.
+    """
+    _check_resolution(res)
+    if cfg == "auto":
+        channel_base = 32768 if res >= 512 else 16384
+        G = dict(z_dim=512, w_dim=512, mapping_layers=2, channel_base=channel_base, channel_max=512)
+        D = dict(channel_base=channel_base, channel_max=512, mbstd_group_size=4)
+    elif cfg == "bench64":
+        if res != 64:
+            raise ValueError(f"cfg 'bench64' is defined at res 64 only, got res {res}")
+        G = dict(z_dim=256, w_dim=256, mapping_layers=2, channel_base=4096, channel_max=256)
+        D = dict(channel_base=4096, channel_max=256, mbstd_group_size=4)
+    elif cfg == "cpu":
+        G = dict(z_dim=128, w_dim=128, mapping_layers=2, channel_base=2048, channel_max=128)
+        D = dict(channel_base=2048, channel_max=128, mbstd_group_size=4)
+    elif cfg == "tiny":
+        G = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=64, channel_max=16)
+        D = dict(channel_base=64, channel_max=16, mbstd_group_size=2)
+    else:
+        raise ValueError(f"unknown cfg {cfg!r}; choose one of {', '.join(CONFIGS)}")
+    return G, D
