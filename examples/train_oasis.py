@@ -1,0 +1,50 @@
+"""Train nanostyle's StyleGAN2 on 2-D brain MRI slices.
+
+    python examples/train_oasis.py --res 64                       # default data: MNI152 slices
+    python examples/train_oasis.py --data keras_png_slices_train --res 64 --kimg 200
+    python examples/train_oasis.py --resume runs/RUN --kimg 400   # continue a run exactly
+
+With no options on a CPU it picks the narrow 'cpu' networks and a length that gives visible
+brains in about an hour, and prints what it chose.
+"""
+import argparse
+
+import _common  # noqa: F401  (import path + error handling)
+from _common import friendly_errors
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="folder of PNG/JPG slices, searched recursively (default: shipped MNI152 slices)")
+    p.add_argument("--res", type=int, default=64, help="image resolution, a power of two (default 64)")
+    p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D")
+    p.add_argument("--batch", type=int, help="minibatch size (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg")
+    p.add_argument("--gamma", type=float, help="R1 weight (default 1 at res <= 64)")
+    p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
+    p.add_argument("--cfg", choices=["auto", "bench64", "cpu"], default="auto",
+                   help="network config: auto (cpu widths when no GPU answers), bench64, cpu")
+    p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")
+    p.add_argument("--snap", type=float, help="snapshot interval in kimg")
+    p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
+    return p.parse_args(argv)
+
+
+@friendly_errors
+def main(argv=None):
+    from nanostyle.train import TrainConfig, train
+    args = parse_args(argv)
+    if args.resume:
+        train(TrainConfig(kimg=args.kimg, device=args.device), resume=args.resume)
+        return
+    config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, batch=args.batch, seed=args.seed,
+                         out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
+                         snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device)
+    train(config)
+
+
+if __name__ == "__main__":
+    main()

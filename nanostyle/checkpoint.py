@@ -1,0 +1,73 @@
+"""Checkpoints: one .npz per snapshot, written atomically, read without pickle.
+
+Layout: every array under its own name ("G/synthesis.b4.conv1.weight", "opt_D/m.3", ...), the
+metadata (config, counters, RNG states) as JSON text in the uint8 array "__meta__", plus
+"__format__" = "nanostyle-checkpoint" and "__version__". Writing goes to a temporary file in the
+same folder, flushed and fsynced, then renamed over the target: a run killed mid-write leaves
+the previous checkpoint intact. Loading uses allow_pickle=False, so a file can never run code.
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_NAME = "nanostyle-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file, the problem and what to do."""
+
+
+def save_checkpoint(path, arrays, meta):
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"save_checkpoint: array {name!r} is a {type(value).__name__}; "
+                            "convert it with backend.to_numpy first")
+        if name.startswith("__"):
+            raise ValueError(f"save_checkpoint: array names starting with '__' are reserved: {name!r}")
+    payload = dict(arrays)
+    payload["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    payload["__format__"] = np.asarray(FORMAT_NAME)
+    payload["__version__"] = np.asarray(FORMAT_VERSION)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path):
+    """-> (arrays: dict[str, np.ndarray], meta: dict)."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist; pass a ckpt-*.npz or latest.npz "
+                              "from a run folder")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            names = list(stored.files)
+            if "__format__" not in names or str(stored["__format__"]) != FORMAT_NAME:
+                raise CheckpointError(f"{path!r} is an .npz file but not a nanostyle checkpoint (foreign "
+                                      "file: no '__format__' marker); pass a checkpoint written by "
+                                      "nanostyle's training")
+            version = int(stored["__version__"])
+            if version > FORMAT_VERSION or version < 1:
+                raise CheckpointError(f"{path!r} has checkpoint format version {version}, this nanostyle "
+                                      f"reads version {FORMAT_VERSION} (incompatible); use the nanostyle "
+                                      "version that wrote it")
+            meta = json.loads(bytes(stored["__meta__"]).decode("utf-8"))
+            arrays = {name: stored[name] for name in names if not name.startswith("__")}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path!r} is truncated or corrupt ({type(error).__name__}: {error}); "
+                              "re-copy it, or use an earlier ckpt-*.npz from the same run") from None
+    return arrays, meta

@@ -1,0 +1,69 @@
+"""StyleGAN2 losses: non-saturating logistic GAN loss, lazy R1, style mixing.
+
+  G:  softplus(-D(aug(G(z))))                                   (Goodfellow et al. 2014, NS)
+  D:  softplus(D(aug(G(z)))) + softplus(-D(aug(x)))
+  R1: gamma / 2 * |d D(aug(x)) / dx|^2, every r1_interval D steps, scaled by that interval
+      (Mescheder et al. 2018; StyleGAN2's lazy regularisation).
+
+R1's inner gradient is taken with create_graph=True with respect to the real images only: the
+autograd prunes every weight-gradient branch from that pass, and the outer backward then
+differentiates the input gradient with respect to the weights exactly (second order).
+
+Style mixing (prob 0.9 by default): a second latent's w replaces the first's from a random
+layer cutoff onwards, so no layer can rely on its neighbours sharing one w.
+"""
+import numpy as np
+
+from . import backend
+from .autograd import Tensor, concat, grad, no_grad
+from .ops import softplus
+
+
+class StyleGAN2Loss:
+    def __init__(self, G, D, augment_pipe=None, r1_gamma=10.0, style_mixing_prob=0.9, pl_weight=0.0):
+        self.G, self.D, self.augment_pipe = G, D, augment_pipe
+        self.r1_gamma, self.style_mixing_prob, self.pl_weight = r1_gamma, style_mixing_prob, pl_weight
+
+    def _mapping_with_mixing(self, z, rng, update_emas):
+        ws = self.G.mapping(z, update_emas=update_emas)
+        # Draw both numbers every time so the random stream is the same whatever happens.
+        mix = rng.random() < self.style_mixing_prob
+        cutoff = int(rng.integers(1, ws.shape[1])) if ws.shape[1] > 1 else 1
+        z2 = rng.standard_normal(z.shape).astype(z.dtype)
+        if mix and self.style_mixing_prob > 0 and ws.shape[1] > 1:
+            ws2 = self.G.mapping(Tensor(z.xp.asarray(z2)), update_emas=False)
+            ws = concat([ws[:, :cutoff], ws2[:, cutoff:]], axis=1)
+        return ws
+
+    def _generate(self, z, rng, update_emas=False):
+        ws = self._mapping_with_mixing(z, rng, update_emas)
+        return self.G.synthesis(ws, noise_mode="random", rng=rng)
+
+    def _discriminate(self, img, rng):
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img, rng)
+        return self.D(img)
+
+    def generator_loss(self, gen_z, rng):
+        img = self._generate(gen_z, rng, update_emas=True)
+        logits = self._discriminate(img, rng)
+        loss = softplus(-logits).mean()
+        return loss, {"loss_G": float(loss.numpy()), "fake_score_G": float(logits.numpy().mean())}
+
+    def discriminator_loss(self, real_img, gen_z, rng):
+        with no_grad():
+            fake = self._generate(gen_z, rng)
+        fake_logits = self._discriminate(Tensor(fake.data), rng)
+        real_logits = self._discriminate(real_img, rng)
+        loss = softplus(fake_logits).mean() + softplus(-real_logits).mean()
+        real_np = backend.to_numpy(real_logits.data).reshape(-1)
+        return loss, {"loss_D": float(loss.numpy()), "real_score": float(real_np.mean()),
+                      "fake_score": float(fake_logits.numpy().mean()), "real_logits": real_np}
+
+    def r1_loss(self, real_img, rng, gain):
+        real = Tensor(real_img.data, requires_grad=True)
+        logits = self._discriminate(real, rng)
+        (real_grad,) = grad(logits.sum(), [real], create_graph=True)
+        penalty = real_grad.square().sum(axis=(1, 2, 3))
+        loss = penalty.mean() * (self.r1_gamma / 2 * gain)
+        return loss, {"r1_penalty": float(penalty.numpy().mean()), "loss_r1": float(loss.numpy())}

@@ -1,0 +1,479 @@
+"""The training loop: TrainConfig and train(). The only place where data, augmentation,
+networks, losses, autograd and the optimisers are wired together.
+
+One iteration (StyleGAN2-ADA's phases, batch B):
+  Gmain  G.requires_grad, D frozen: softplus(-D(aug(G(z)))) -> Adam(G); w_avg tracked
+  Dmain  G frozen: softplus(D(aug(G(z)))) + softplus(-D(aug(x))) -> Adam(D); ADA statistics
+  Dreg   every r1_interval iterations: R1 * r1_interval -> the same Adam(D)
+  G_ema  lerp towards G (half-life ema_kimg, ramped up)
+Lazy regularisation scales both optimisers' lr and betas by c = interval / (interval + 1) with
+ADA's intervals (D 16, G 4; G's regulariser, path length, is off by default).
+
+A run folder holds ckpt-<kimg>.npz and latest.npz (everything needed to continue bit-exactly:
+weights, optimiser moments, RNG and data-order state, counters, ADA state, the config),
+fakes-<kimg>.png grids from fixed seeds, loss.png, metrics.jsonl (+ metrics.png), training.gif
+and log.txt. Every random draw comes from generators saved in the checkpoint, and snapshots use
+their own fixed seeds, so an interrupted-and-resumed run equals an uninterrupted one.
+"""
+import dataclasses
+import glob
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import backend
+from .augment import AdaController, AugmentPipe
+from .autograd import Tensor, no_grad
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import DataError, load_default_dataset, load_image_folder, to_float
+from .losses import StyleGAN2Loss
+from .networks import Discriminator, Generator, network_kwargs
+from .nn import copy_module
+from .optim import Adam, ema_beta, ema_update, lazy_regularization, sanitize_gradients
+from . import viz
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: str = None                 # image folder; None = the shipped MNI152 slices
+    res: int = 64
+    classes: str = None
+    cfg: str = "auto"                # auto | bench64 | cpu | tiny (tests); "auto" picks cpu on a CPU
+    kimg: float = None               # thousands of real images to show D; None = preset
+    batch: int = None
+    seed: int = 0
+    out: str = None
+    gamma: float = None              # R1 weight; None = preset
+    r1_interval: int = 16
+    G_reg_interval: int = 4
+    style_mixing_prob: float = None
+    aug: str = "ada"                 # ada | noaug
+    ada_target: float = 0.6
+    ada_kimg: float = 100.0          # p can go 0 -> 1 in this many kimg
+    ema_kimg: float = None
+    ema_rampup: float = 0.05
+    lr_G: float = 0.0025
+    lr_D: float = 0.0025
+    snap_kimg: float = None
+    metrics_kimg: float = None       # 0 = no metrics during training
+    num_fixed_seeds: int = 32
+    mirror: bool = True              # x-flip reals: axial brain slices are near left-right symmetric
+    crop_border: int = 0
+    device: str = None
+    net: str = None                  # the network config actually used (filled by preset)
+
+    def preset(self, log=print):
+        """Fill the unset options for the device and say what was chosen."""
+        device = self.device or backend.default_device()
+        self.device = device
+        if self.cfg not in ("auto", "bench64", "cpu", "tiny"):
+            raise ValueError(f"unknown --cfg {self.cfg!r}; choose auto, bench64 or cpu")
+        net = self.cfg
+        if self.cfg == "auto" and device == "cpu":
+            net = "cpu"
+            log("no GPU answers: using the 'cpu' network config (narrow widths for a 2-core hour); "
+                "pass --cfg auto to force the full-width networks")
+        self.net = net
+        cpu_like = net in ("cpu", "tiny")
+        defaults = dict(
+            batch=16 if net != "tiny" else 4,
+            gamma=1.0 if self.res <= 64 else (2.0 if self.res <= 128 else 10.0),
+            style_mixing_prob=0.0 if net in ("bench64", "tiny") else 0.9,
+            ema_kimg=(2.0 if cpu_like else 10.0),
+            snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
+            metrics_kimg=0.0 if net == "tiny" else None,
+            kimg=(40.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
+        )
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.metrics_kimg is None:
+            self.metrics_kimg = self.snap_kimg * (5 if cpu_like else 1)
+        if self.batch < 2 or self.batch % min(4, self.batch):
+            raise ValueError(f"--batch {self.batch}: use an even batch that is a multiple of 4 (or 2), "
+                             "the discriminator's minibatch-stddev group")
+        return self
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def build_networks(net, res, img_channels=1, seed=0, dtype=np.float32):
+    G_kwargs, D_kwargs = network_kwargs(net, res)
+    G = Generator(img_resolution=res, img_channels=img_channels, seed=seed, dtype=dtype, **G_kwargs)
+    D = Discriminator(img_resolution=res, img_channels=img_channels, seed=seed + 1, dtype=dtype, **D_kwargs)
+    return G, D
+
+
+def generate(G, seeds=None, z=None, truncation_psi=1.0, noise_mode="const", batch=16):
+    """Images [N, C, R, R] (NumPy floats in [-1, 1]) for integer seeds (z drawn from
+    default_rng(seed)) or given latents, with no graph."""
+    if z is None:
+        z = np.stack([np.random.default_rng(int(s)).standard_normal(G.z_dim) for s in seeds]).astype(np.float32)
+    xp = G.mapping.w_avg.xp
+    out = []
+    with no_grad():
+        for start in range(0, len(z), batch):
+            chunk = Tensor(xp.asarray(z[start:start + batch], dtype=G.mapping.w_avg.dtype))
+            rng = np.random.default_rng(12345 + start)
+            out.append(backend.to_numpy(G(chunk, truncation_psi=truncation_psi, noise_mode=noise_mode, rng=rng).data))
+    return np.concatenate(out)
+
+
+def load_dataset(config, log=print):
+    if config.data is None:
+        dataset = load_default_dataset(config.res)
+        log(f"data: the default MNI152 2009a axial slices ({len(dataset)} images, {config.res}x{config.res}); "
+            "pass --data DIR to train on your own slices (e.g. OASIS keras_png_slices_train)")
+    else:
+        dataset = load_image_folder(config.data, config.res, classes=config.classes,
+                                    crop_border=config.crop_border)
+        log(f"data: {len(dataset)} images from {config.data} at {config.res}x{config.res}"
+            + (f", {len(dataset.skipped)} unreadable files skipped" if dataset.skipped else ""))
+    if len(dataset) < config.batch:
+        log(f"note: only {len(dataset)} images for a batch of {config.batch}; images repeat within batches")
+    return dataset
+
+
+class _DataOrder:
+    """Shuffled epochs drawn from their own generator; state = (permutation, position, rng)."""
+
+    def __init__(self, n, rng):
+        self.n, self.rng = n, rng
+        self.order = rng.permutation(n)
+        self.position = 0
+
+    def next(self, batch):
+        out = []
+        while len(out) < batch:
+            if self.position >= self.n:
+                self.order = self.rng.permutation(self.n)
+                self.position = 0
+            take = min(batch - len(out), self.n - self.position)
+            out.extend(self.order[self.position:self.position + take].tolist())
+            self.position += take
+        return np.asarray(out)
+
+
+def _rng_state(rng):
+    return rng.bit_generator.state
+
+
+def _set_rng_state(rng, state):
+    rng.bit_generator.state = state
+
+
+def _all_finite(module):
+    return all(bool(np.isfinite(backend.to_numpy(p.data)).all()) for p in module.parameters())
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+class Run:
+    """State of one training run (networks, optimisers, RNGs, counters) and its folder."""
+
+    def __init__(self, config, log):
+        self.config, self.log = config, log
+        dtype = np.float32
+        self.G, self.D = build_networks(config.net, config.res, seed=config.seed, dtype=dtype)
+        self.G_ema = copy_module(self.G)
+        if config.device != "cpu":
+            for module in (self.G, self.D, self.G_ema):
+                module.to(config.device)
+        lr_G, betas_G = lazy_regularization(config.lr_G, (0.0, 0.99), config.G_reg_interval)
+        lr_D, betas_D = lazy_regularization(config.lr_D, (0.0, 0.99), config.r1_interval)
+        self.opt_G = Adam(self.G.parameters(), lr=lr_G, betas=betas_G)
+        self.opt_D = Adam(self.D.parameters(), lr=lr_D, betas=betas_D)
+        self.pipe = AugmentPipe() if config.aug == "ada" else None
+        self.ada = AdaController(self.pipe, config.batch, target=config.ada_target, kimg=config.ada_kimg) \
+            if self.pipe is not None else None
+        self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
+                                  style_mixing_prob=config.style_mixing_prob)
+        self.rng = np.random.default_rng([config.seed, 1])
+        self.data_rng = np.random.default_rng([config.seed, 2])
+        self.cur_nimg = 0
+        self.iteration = 0
+        self.bad_gradients = 0
+        self.records = []
+        self.order = None
+
+    # ---- checkpoint ----
+    def state(self):
+        arrays = {}
+        for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            arrays.update({f"{prefix}/{k}": v for k, v in module.state_dict().items()})
+        for prefix, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+            arrays.update({f"{prefix}/{k}": v for k, v in opt.state_dict().items()})
+        arrays["data/order"] = self.order.order.astype(np.int64)
+        meta = dict(config=dataclasses.asdict(self.config), cur_nimg=self.cur_nimg, iteration=self.iteration,
+                    rng=_rng_state(self.rng), data_rng=_rng_state(self.data_rng),
+                    data_position=self.order.position, data_size=self.order.n,
+                    ada=self.ada.state_dict() if self.ada else None, bad_gradients=self.bad_gradients,
+                    records=self.records[-2000:], network=dict(zip(("G", "D"), network_kwargs(self.config.net, self.config.res))))
+        return arrays, meta
+
+    def restore(self, arrays, meta, path):
+        try:
+            for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+                module.load_state_dict({k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")})
+            for prefix, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+                opt.load_state_dict({k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")})
+            if meta["data_size"] != self.order.n:
+                raise ValueError(f"the checkpoint was trained on {meta['data_size']} images, the data now has "
+                                 f"{self.order.n}; resume with the same --data")
+            self.order.order = arrays["data/order"]
+            self.order.position = meta["data_position"]
+            _set_rng_state(self.rng, meta["rng"])
+            _set_rng_state(self.data_rng, meta["data_rng"])
+            self.cur_nimg, self.iteration = meta["cur_nimg"], meta["iteration"]
+            self.bad_gradients = meta.get("bad_gradients", 0)
+            self.records = meta.get("records", [])
+            if self.ada is not None and meta.get("ada"):
+                self.ada.load_state_dict(meta["ada"])
+        except (KeyError, ValueError) as error:
+            raise CheckpointError(f"{path!r} does not fit this run's configuration: {error}") from None
+
+
+def _resolve_resume(path):
+    if os.path.isdir(path):
+        latest = os.path.join(path, "latest.npz")
+        if not os.path.exists(latest):
+            raise CheckpointError(f"run folder {path!r} has no latest.npz to resume from")
+        return os.path.abspath(path), latest
+    return os.path.dirname(os.path.abspath(path)), path
+
+
+def train(config=None, resume=None, log_to_stdout=True, **overrides):
+    """Train (or resume) a run; returns the run folder. See the module docstring."""
+    config = config or TrainConfig()
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    messages = []
+
+    def log(message):
+        messages.append(message)
+        if log_to_stdout:
+            print(message, flush=True)
+
+    checkpoint = None
+    if resume:
+        run_dir, ckpt_path = _resolve_resume(resume)
+        arrays, meta = load_checkpoint(ckpt_path)
+        saved = TrainConfig(**{k: v for k, v in meta["config"].items() if k in TrainConfig.__dataclass_fields__})
+        if config.kimg is not None:
+            saved.kimg = config.kimg
+        if config.device is not None:
+            saved.device = config.device
+        config = saved
+        config.out = run_dir
+        checkpoint = (arrays, meta, ckpt_path)
+        log(f"resuming {ckpt_path} at {meta['cur_nimg'] / 1000:.3f} kimg, continuing to {config.kimg} kimg")
+    else:
+        config.preset(log)
+        if config.out is None:
+            config.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-res{config.res}")
+        run_dir = config.out
+        os.makedirs(run_dir, exist_ok=True)
+    dataset = load_dataset(config, log)
+    if dataset.resolution != config.res:
+        raise DataError(f"dataset resolution {dataset.resolution} does not match --res {config.res}")
+    reals_all = to_float(dataset.images)
+
+    run = Run(config, log)
+    run.order = _DataOrder(len(dataset), run.data_rng)
+    if checkpoint:
+        run.restore(*checkpoint)
+    log_file = open(os.path.join(run_dir, "log.txt"), "a")
+    for message in messages:
+        log_file.write(message + "\n")
+    log_file.write("config: " + json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    log_file.flush()
+
+    def log_line(message):
+        log_file.write(message + "\n")
+        log_file.flush()
+
+    G_n, D_n = run.G.num_parameters(), run.D.num_parameters()
+    plan = (f"plan: {config.kimg} kimg at batch {config.batch}, network '{config.net}' (G {G_n:,} / D {D_n:,} "
+            f"parameters), R1 gamma {config.gamma} every {config.r1_interval}, augmentation {config.aug}, "
+            f"device {config.device}; snapshots every {config.snap_kimg} kimg into {run_dir}")
+    log(plan)
+    log_line(plan)
+
+    xp = backend.xp_for_device(config.device)
+    fixed_z = np.random.default_rng(2 ** 31 - 1).standard_normal((config.num_fixed_seeds, run.G.z_dim)).astype(np.float32)
+    total_nimg = int(round(config.kimg * 1000))
+    snap_nimg = max(int(round(config.snap_kimg * 1000)), 1)
+    metrics_nimg = int(round((config.metrics_kimg or 0) * 1000))
+    next_snap = (run.cur_nimg // snap_nimg + 1) * snap_nimg
+    next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg if metrics_nimg else None
+    progress = _progress_bar(total_nimg, run.cur_nimg)
+    start_time, start_nimg = time.time(), run.cur_nimg
+    stats = {}
+    try:
+        while run.cur_nimg < total_nimg:
+            stats = _training_iteration(run, reals_all, xp)
+            run.cur_nimg += config.batch
+            run.iteration += 1
+            elapsed = time.time() - start_time
+            speed = (run.cur_nimg - start_nimg) / max(elapsed, 1e-9)
+            record = dict(kimg=run.cur_nimg / 1000, **{k: v for k, v in stats.items() if not isinstance(v, np.ndarray)},
+                          ada_p=run.pipe.p if run.pipe else 0.0, img_per_s=speed)
+            run.records.append(record)
+            progress.update(config.batch, record)
+            done = run.cur_nimg >= total_nimg
+            if run.cur_nimg >= next_snap or done:
+                _snapshot(run, fixed_z, run_dir, log_line, reals_all,
+                          with_metrics=bool(metrics_nimg) and (run.cur_nimg >= next_metrics or done))
+                if metrics_nimg and run.cur_nimg >= next_metrics:
+                    next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg
+                next_snap = (run.cur_nimg // snap_nimg + 1) * snap_nimg
+    finally:
+        progress.close()
+        log_file.close()
+    log(f"done: {run.cur_nimg / 1000:.3f} kimg in {time.time() - start_time:.0f} s; run folder {run_dir}")
+    return run_dir
+
+
+def _training_iteration(run, reals_all, xp):
+    config, rng = run.config, run.rng
+    B = config.batch
+    index = run.order.next(B)
+    reals = reals_all[index]
+    flip = rng.random(B) < 0.5
+    if config.mirror:
+        reals = np.where(flip[:, None, None, None], reals[:, :, :, ::-1], reals)
+    real = Tensor(xp.asarray(np.ascontiguousarray(reals)))
+    stats = {}
+
+    # Gmain
+    run.G.requires_grad_(True)
+    run.D.requires_grad_(False)
+    z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
+    loss, s = run.loss.generator_loss(z, rng)
+    _check_finite(loss, "generator loss", run)
+    run.opt_G.zero_grad()
+    loss.backward()
+    run.bad_gradients += sanitize_gradients(run.G.parameters())
+    run.opt_G.step()
+    stats.update(s)
+
+    # Dmain
+    run.G.requires_grad_(False)
+    run.D.requires_grad_(True)
+    z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
+    loss, s = run.loss.discriminator_loss(real, z, rng)
+    _check_finite(loss, "discriminator loss", run)
+    run.opt_D.zero_grad()
+    loss.backward()
+    run.bad_gradients += sanitize_gradients(run.D.parameters())
+    run.opt_D.step()
+    if run.ada is not None:
+        run.ada.accumulate(s.pop("real_logits"))
+        run.ada.step()
+    else:
+        s.pop("real_logits")
+    stats.update(s)
+
+    # Dreg (lazy R1)
+    if config.gamma > 0 and run.iteration % config.r1_interval == 0:
+        loss, s = run.loss.r1_loss(real, rng, gain=config.r1_interval)
+        _check_finite(loss, "R1 penalty", run)
+        run.opt_D.zero_grad()
+        loss.backward()
+        run.bad_gradients += sanitize_gradients(run.D.parameters())
+        run.opt_D.step()
+        stats.update(s)
+
+    # G_ema
+    ema_update(run.G_ema, run.G, ema_beta(B, run.cur_nimg, config.ema_kimg, config.ema_rampup))
+    run.G.requires_grad_(True)
+    stats["bad_gradients"] = run.bad_gradients
+    return stats
+
+
+def _check_finite(loss, what, run):
+    value = float(loss.numpy())
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"the {what} became {value} at {run.cur_nimg / 1000:.3f} kimg (iteration {run.iteration}); "
+            f"training stopped and latest.npz in {run.config.out} still holds the last good snapshot. "
+            f"Resume from it with a lower learning rate or a larger --gamma")
+
+
+def _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics):
+    kimg = run.cur_nimg / 1000
+    tag = f"{kimg:07.3f}" if kimg < 10 else f"{kimg:07.1f}"
+    images = generate(run.G_ema, z=fixed_z)
+    grid_path = os.path.join(run_dir, f"fakes-{tag}.png")
+    viz.save_image_grid(images, grid_path)
+    if not (_all_finite(run.G) and _all_finite(run.D)):
+        raise TrainingDiverged(f"non-finite weights at {kimg:.3f} kimg; latest.npz was not overwritten")
+    record = dict(kimg=kimg, **{k: v for k, v in run.records[-1].items() if k != "kimg"}) if run.records else {"kimg": kimg}
+    if with_metrics:
+        record.update(_quick_metrics(run.G_ema, reals_all, log_line))
+        _guard_collapse(record, log_line)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    arrays, meta = run.state()
+    save_checkpoint(os.path.join(run_dir, f"ckpt-{tag}.npz"), arrays, meta)
+    save_checkpoint(os.path.join(run_dir, "latest.npz"), arrays, meta)
+    viz.plot_losses(run.records, os.path.join(run_dir, "loss.png"))
+    metric_records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    metric_keys = [k for k in ("swd_avg", "precision", "recall", "diversity_ratio") if any(k in r for r in metric_records)]
+    if metric_keys:
+        viz.plot_metrics(metric_records, os.path.join(run_dir, "metrics.png"), keys=metric_keys)
+    viz.make_gif(sorted(glob.glob(os.path.join(run_dir, "fakes-*.png"))), os.path.join(run_dir, "training.gif"))
+    log_line(f"snapshot {kimg:.3f} kimg: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                         for k, v in record.items()}))
+
+
+def _quick_metrics(G_ema, reals_all, log_line):
+    try:
+        from . import metrics
+    except ImportError:
+        return {}
+    num = min(len(reals_all), 256)
+    fakes = generate(G_ema, seeds=range(10_000, 10_000 + num), noise_mode="random")
+    results = metrics.evaluate(reals_all[:num], fakes, seed=0)
+    return {k: float(v) for k, v in results.items()}
+
+
+def _guard_collapse(record, log_line):
+    ratio = record.get("diversity_ratio")
+    if ratio is not None and ratio < 0.5:
+        message = (f"warning: possible mode collapse at {record['kimg']:.3f} kimg: generated diversity is "
+                   f"{ratio:.2f} of the real diversity (below 0.5)")
+        print(message, file=sys.stderr, flush=True)
+        log_line(message)
+        record["collapse_warning"] = True
+
+
+def _progress_bar(total, initial):
+    from tqdm import tqdm
+
+    class Bar:
+        def __init__(self):
+            self.bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
+                            file=sys.stderr, mininterval=1.0, smoothing=0.1)
+
+        def update(self, n, record):
+            post = dict(kimg=f"{record['kimg']:.2f}")
+            for key in ("loss_G", "loss_D", "r1_penalty"):
+                if key in record:
+                    post[key.replace("loss_", "")] = f"{record[key]:.3f}"
+            post["p"] = f"{record['ada_p']:.2f}"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(n)
+
+        def close(self):
+            self.bar.close()
+
+    return Bar()

@@ -1,0 +1,142 @@
+"""Pictures people would rather look at than read: image grids, loss and metric curves, and the
+training GIF. Matplotlib is used through its object API with the Agg canvas, so the user's
+interactive backend is never touched."""
+import math
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+from .data import to_uint8
+
+
+def image_grid(images, nrow=None, padding=2):
+    """[N, C, H, W] floats in [-1, 1] -> one uint8 image [rows*H, cols*W] (or [.., .., 3])."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"image_grid: images must be [N, C, H, W], got {images.shape}")
+    N, C, H, W = images.shape
+    ncol = nrow or int(math.ceil(math.sqrt(N)))
+    nrows = int(math.ceil(N / ncol))
+    tiles = to_uint8(images).transpose(0, 2, 3, 1)
+    grid = np.zeros((nrows * (H + padding) + padding, ncol * (W + padding) + padding, C), dtype=np.uint8)
+    for i in range(N):
+        r, c = divmod(i, ncol)
+        y, x = padding + r * (H + padding), padding + c * (W + padding)
+        grid[y:y + H, x:x + W] = tiles[i]
+    return grid[:, :, 0] if C == 1 else grid
+
+
+def _save_png_atomic(array_or_image, path):
+    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_image_grid(images, path, nrow=None):
+    _save_png_atomic(image_grid(images, nrow), path)
+
+
+def save_images(images, folder, names):
+    """One PNG per image at native resolution (grayscale for one channel)."""
+    os.makedirs(folder, exist_ok=True)
+    pixels = to_uint8(np.asarray(images)).transpose(0, 2, 3, 1)
+    paths = []
+    for tile, name in zip(pixels, names):
+        path = os.path.join(folder, name if name.endswith(".png") else name + ".png")
+        _save_png_atomic(tile[:, :, 0] if tile.shape[2] == 1 else tile, path)
+        paths.append(path)
+    return paths
+
+
+def _figure(rows=1, cols=1, width=8, height=4):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure, [figure.add_subplot(rows, cols, i + 1) for i in range(rows * cols)]
+
+
+def _smooth(values, window):
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 3 or window < 2:
+        return values
+    window = min(window, len(values))
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def _save_figure(figure, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def plot_losses(records, path, keys=("loss_G", "loss_D", "r1_penalty", "ada_p")):
+    """Loss curves against kimg: raw values faint, a moving average solid."""
+    keys = [k for k in keys if any(k in r for r in records)]
+    figure, axes = _figure(1, max(len(keys), 1), width=4 * max(len(keys), 1), height=3.2)
+    for ax, key in zip(axes, keys):
+        points = [(r["kimg"], r[key]) for r in records if key in r and r[key] is not None]
+        if not points:
+            continue
+        kimg, values = map(np.asarray, zip(*points))
+        ax.plot(kimg, values, alpha=0.3, linewidth=0.8)
+        ax.plot(kimg, _smooth(values, max(len(values) // 20, 1)), linewidth=1.6)
+        ax.set_title(key)
+        ax.set_xlabel("kimg")
+        ax.grid(alpha=0.3)
+    _save_figure(figure, path)
+
+
+def plot_metrics(records, path, keys=None):
+    """Metric curves against kimg, one panel per metric."""
+    if keys is None:
+        keys = sorted({k for r in records for k, v in r.items() if k != "kimg" and isinstance(v, (int, float))})
+    keys = list(keys) or ["(none)"]
+    cols = min(len(keys), 3)
+    rows = int(math.ceil(len(keys) / cols))
+    figure, axes = _figure(rows, cols, width=4 * cols, height=3 * rows)
+    for ax, key in zip(axes, keys):
+        points = [(r["kimg"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        if points:
+            kimg, values = zip(*points)
+            ax.plot(kimg, values, marker="o", markersize=3)
+        ax.set_title(key)
+        ax.set_xlabel("kimg")
+        ax.grid(alpha=0.3)
+    _save_figure(figure, path)
+
+
+def make_gif(png_paths, out_path, duration_ms=300):
+    """An animated GIF of the snapshot grids, written atomically."""
+    frames = [Image.open(p).convert("L") for p in png_paths]
+    if not frames:
+        return None
+    folder = os.path.dirname(os.path.abspath(out_path))
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".gif.tmp")
+    os.close(fd)
+    try:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out_path
