@@ -39,8 +39,8 @@ class AugmentPipe:
         dtype = images.dtype
         x = images
 
-        # xflip
-        flip = self._chosen("xflip", N, rng)
+        # xflip: when chosen, a fair coin decides (as ADA), so p=1 still keeps half unflipped
+        flip = self._chosen("xflip", N, rng) & (rng.random(N) < 0.5)
         if flip.any():
             x = where(xp.asarray(flip.reshape(N, 1, 1, 1)), x[:, :, :, ::-1], x)
 

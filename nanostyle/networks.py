@@ -322,8 +322,8 @@ def network_kwargs(cfg, res):
         G = dict(z_dim=128, w_dim=128, mapping_layers=2, channel_base=2048, channel_max=128)
         D = dict(channel_base=2048, channel_max=128, mbstd_group_size=4)
     elif cfg == "tiny":
-        G = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=64, channel_max=16)
-        D = dict(channel_base=64, channel_max=16, mbstd_group_size=2)
+        G = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=8 * res, channel_max=16)
+        D = dict(channel_base=8 * res, channel_max=16, mbstd_group_size=2)
     else:
         raise ValueError(f"unknown cfg {cfg!r}; choose one of {', '.join(CONFIGS)}")
     return G, D

@@ -90,7 +90,7 @@ class TrainConfig:
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
-            kimg=(40.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
+            kimg=(30.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
         )
         for key, value in defaults.items():
             if getattr(self, key) is None:

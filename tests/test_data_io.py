@@ -1,0 +1,149 @@
+"""Data loading (every input kind, bad input, cache), checkpoints (round trip, atomicity, bad
+files) and pictures (grids, curves, GIF)."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nanostyle.data as data
+from nanostyle.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nanostyle import viz
+
+
+def _png(path, array, mode=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path)
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "slices"
+    _png(str(root / "gray.png"), rng.integers(0, 255, (40, 40), dtype=np.uint8))
+    _png(str(root / "sub" / "rgb.png"), rng.integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    _png(str(root / "rgba.png"), rng.integers(0, 255, (32, 32, 4), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 65535, (32, 32)).astype(np.uint16)).save(str(root / "deep16.png"))
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(str(root / "photo.jpg"))
+    (root / "corrupt.png").write_bytes(rng.integers(0, 255, 300, dtype=np.uint8).tobytes())
+    good = root / "gray.png"
+    (root / "truncated.png").write_bytes(good.read_bytes()[:60])
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_with_every_kind_of_image(mixed_folder, tmp_path, capsys):
+    ds = data.load_image_folder(str(mixed_folder), 16, cache_dir=str(tmp_path / "cache"))
+    assert ds.images.shape == (5, 1, 16, 16) and ds.images.dtype == np.uint8
+    assert sorted(os.path.basename(f) for f, _ in ds.skipped) == ["corrupt.png", "truncated.png"]
+    err = capsys.readouterr().err
+    assert "corrupt.png" in err and "truncated.png" in err
+    deep = ds.images[[i for i, f in enumerate(ds.files) if f.endswith("deep16.png")][0]]
+    assert deep.max() > 200 and deep.min() < 60  # scaled by its range, not clipped to white
+
+
+def test_cache_is_used_and_invalidated(mixed_folder, tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    first = data.load_image_folder(str(mixed_folder), 16, cache_dir=cache)
+    calls = []
+    real_open = Image.open
+    monkeypatch.setattr(data.Image, "open", lambda *a, **k: calls.append(a) or real_open(*a, **k))
+    second = data.load_image_folder(str(mixed_folder), 16, cache_dir=cache)
+    assert calls == [] and np.array_equal(first.images, second.images)
+    _png(str(mixed_folder / "gray.png"), np.full((40, 40), 7, np.uint8))
+    os.utime(mixed_folder / "gray.png", ns=(1, 1))
+    third = data.load_image_folder(str(mixed_folder), 16, cache_dir=cache)
+    assert len(calls) > 0 and not np.array_equal(first.images, third.images)
+
+
+def test_oasis_layout_skips_segmentation_masks_and_classes(tmp_path):
+    rng = np.random.default_rng(1)
+    for split in ("train", "validate"):
+        for i in range(3):
+            _png(str(tmp_path / f"keras_png_slices_{split}" / f"case_00{i}_slice_0.nii.png"),
+                 rng.integers(0, 255, (64, 64), dtype=np.uint8))
+            _png(str(tmp_path / f"keras_png_slices_seg_{split}" / f"seg_00{i}_slice_0.nii.png"),
+                 rng.integers(0, 4, (64, 64), dtype=np.uint8))
+    ds = data.load_image_folder(str(tmp_path), 32, cache_dir=str(tmp_path / ".cache"))
+    assert len(ds) == 6 and not any("keras_png_slices_seg" in f for f in ds.files)
+    ds = data.load_image_folder(str(tmp_path), 32, classes="keras_png_slices_validate,keras_png_slices_train",
+                                cache_dir=str(tmp_path / ".cache"))
+    assert sorted(ds.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(data.DataError, match="AD.*not found.*keras_png_slices_train"):
+        data.load_image_folder(str(tmp_path), 32, classes="AD,NC")
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load_image_folder(str(tmp_path / "nope"), 16)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DataError, match="no images.*no files at all"):
+        data.load_image_folder(str(tmp_path / "empty"), 16)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("x")
+    with pytest.raises(data.DataError, match="found 1 .txt"):
+        data.load_image_folder(str(tmp_path / "texts"), 16)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"garbage")
+    with pytest.raises(data.DataError, match="none of the 1 image files"):
+        data.load_image_folder(str(tmp_path / "bad"), 16, cache_dir=str(tmp_path / "c"))
+
+
+@pytest.mark.parametrize("res", [32, 64])
+def test_default_dataset(res):
+    ds = data.load_default_dataset(res)
+    assert ds.images.shape[1:] == (1, res, res) and len(ds) > 100
+    assert ds.images.min() == 0 and ds.images.max() > 200
+    with pytest.raises(data.DataError, match="larger"):
+        data.load_default_dataset(256)
+    f = data.to_float(ds.images)
+    assert f.dtype == np.float32 and f.min() >= -1 and f.max() <= 1
+    assert np.array_equal(data.to_uint8(f), ds.images)
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path, monkeypatch):
+    path = str(tmp_path / "c.npz")
+    arrays = {"G/w": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), "n": np.arange(5)}
+    meta = {"config": {"res": 64}, "rng": {"state": 2 ** 100}}
+    save_checkpoint(path, arrays, meta)
+    loaded, loaded_meta = load_checkpoint(path)
+    assert loaded_meta == meta and all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
+
+    def broken_savez(handle, **kw):
+        handle.write(b"partial")
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"x": np.zeros(2)}, {})
+    monkeypatch.undo()
+    assert load_checkpoint(path)[1] == meta and os.listdir(tmp_path) == ["c.npz"]
+
+    truncated = tmp_path / "t.npz"
+    truncated.write_bytes(open(path, "rb").read()[:200])
+    foreign = tmp_path / "f.npz"
+    np.savez(foreign, a=np.zeros(3))
+    garbage = tmp_path / "g.npz"
+    garbage.write_bytes(b"hello world")
+    newer = tmp_path / "v.npz"
+    np.savez(newer, __format__=np.asarray("nanostyle-checkpoint"), __version__=np.asarray(99),
+             __meta__=np.frombuffer(b"{}", np.uint8))
+    for bad, match in ((truncated, "truncated or corrupt"), (foreign, "foreign"), (garbage, "truncated or corrupt"),
+                       (newer, "incompatible"), (tmp_path / "missing.npz", "does not exist")):
+        with pytest.raises(CheckpointError, match=match) as info:
+            load_checkpoint(str(bad))
+        assert os.path.basename(str(bad)) in str(info.value)
+    with pytest.raises(TypeError):
+        save_checkpoint(path, {"x": [1, 2]}, {})
+
+
+def test_pictures(tmp_path):
+    images = np.random.default_rng(0).uniform(-1, 1, (10, 1, 8, 8))
+    viz.save_image_grid(images, str(tmp_path / "grid.png"))
+    assert Image.open(tmp_path / "grid.png").size == (4 * 10 + 2, 3 * 10 + 2)
+    paths = viz.save_images(images[:3], str(tmp_path / "one"), ["a", "b", "c"])
+    assert Image.open(paths[0]).size == (8, 8) and Image.open(paths[0]).mode == "L"
+    records = [dict(kimg=i / 10, loss_G=1.0 / (i + 1), loss_D=0.5, ada_p=i / 100, swd_avg=3.0 - i / 10) for i in range(20)]
+    viz.plot_losses(records, str(tmp_path / "loss.png"))
+    viz.plot_metrics(records, str(tmp_path / "m.png"), keys=["swd_avg"])
+    gif = viz.make_gif([str(tmp_path / "grid.png")] * 3, str(tmp_path / "t.gif"))
+    assert Image.open(gif).n_frames >= 1 and Image.open(tmp_path / "loss.png").size[0] > 200

@@ -1,0 +1,127 @@
+"""Augmentation, losses, optimiser and EMA: identities, statistics, gradient flow, formulas."""
+import math
+
+import numpy as np
+import pytest
+
+import nanostyle as ns
+from nanostyle.augment import AdaController, AugmentPipe
+from nanostyle.gradcheck import check_backward
+from nanostyle.losses import StyleGAN2Loss
+from nanostyle.ops.adam import adam_step
+from nanostyle.optim import Adam, ema_beta, ema_update, lazy_regularization, sanitize_gradients
+from test_networks import tiny
+
+
+def test_augment_p0_is_identity_and_p1_changes_images_differentiably():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 1, 8, 8))
+    pipe = AugmentPipe(noise=1.0)
+    assert np.array_equal(pipe(ns.Tensor(x), np.random.default_rng(1)).data, x)
+    pipe.p = 1.0
+    y = pipe(ns.Tensor(x), np.random.default_rng(1)).data
+    assert y.shape == x.shape and not np.allclose(y, x)
+    check_backward(lambda t: pipe(t, np.random.default_rng(1)) ** 2, [x], num_directions=1)
+
+
+@pytest.mark.parametrize("name", ["xflip", "translate", "brightness", "contrast", "cutout"])
+def test_each_transform_alone(name):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((64, 1, 8, 8))
+    strengths = dict(xflip=0, translate=0, brightness=0, contrast=0, cutout=0, noise=0)
+    strengths[name] = 1
+    pipe = AugmentPipe(**strengths)
+    pipe.p = 1.0
+    y = pipe(ns.Tensor(x), np.random.default_rng(3)).data
+    if name == "xflip":
+        flipped = np.all(y == x[:, :, :, ::-1], axis=(1, 2, 3))
+        same = np.all(y == x, axis=(1, 2, 3))
+        assert np.all(flipped | same) and 0.3 < flipped.mean() < 0.7
+    elif name == "translate":
+        assert np.allclose(np.sort(y.reshape(64, -1)).sum(), np.sort(y.reshape(64, -1)).sum())
+        assert not np.allclose(y, x)
+    elif name == "brightness":
+        shift = (y - x).mean(axis=(1, 2, 3))
+        assert np.allclose(y - x, shift[:, None, None, None]) and 0.1 < shift.std() < 0.3
+    elif name == "contrast":
+        np.testing.assert_allclose(y.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), atol=1e-12)
+    elif name == "cutout":
+        assert ((y == -1) & (x != -1)).mean() > 0.1
+
+
+def test_ada_controller_moves_p_both_ways():
+    pipe = AugmentPipe()
+    ada = AdaController(pipe, batch_size=64, target=0.6, interval=4, kimg=1)
+    for _ in range(8):
+        ada.accumulate(np.ones(64))
+        ada.step()
+    up = pipe.p
+    assert up > 0 and ada.rt == 1.0
+    for _ in range(4):
+        ada.accumulate(-np.ones(64))
+        ada.step()
+    assert pipe.p < up
+
+
+def test_losses_are_finite_and_r1_is_positive():
+    G, D = tiny(16)
+    loss = StyleGAN2Loss(G, D, AugmentPipe(), r1_gamma=1.0, style_mixing_prob=0.9)
+    rng = np.random.default_rng(0)
+    real = ns.Tensor(rng.uniform(-1, 1, (4, 1, 16, 16)).astype(np.float32))
+    z = ns.Tensor(rng.standard_normal((4, G.z_dim)).astype(np.float32))
+    for value, stats in (loss.generator_loss(z, rng), loss.discriminator_loss(real, z, rng), loss.r1_loss(real, rng, 16)):
+        assert np.isfinite(value.item())
+    assert stats["r1_penalty"] > 0
+
+
+def test_adam_step_matches_the_formula():
+    rng = np.random.default_rng(1)
+    p, m, v = rng.standard_normal(10), np.zeros(10), np.zeros(10)
+    p_ref, m_ref, v_ref = p.copy(), m.copy(), v.copy()
+    for t in range(1, 4):
+        g = rng.standard_normal(10)
+        adam_step(p, g, m, v, lr=0.01, beta1=0.5, beta2=0.9, eps=1e-8, step=t)
+        m_ref = 0.5 * m_ref + 0.5 * g
+        v_ref = 0.9 * v_ref + 0.1 * g * g
+        p_ref = p_ref - 0.01 * (m_ref / (1 - 0.5 ** t)) / (np.sqrt(v_ref / (1 - 0.9 ** t)) + 1e-8)
+    np.testing.assert_allclose(p, p_ref, rtol=1e-13)
+    with pytest.raises(ValueError, match="adam_step"):
+        adam_step(p, g[:3], m, v, lr=0.1, beta1=0, beta2=0.9, eps=1e-8, step=1)
+
+
+def test_optimizer_helpers():
+    lr, betas = lazy_regularization(0.0025, (0.0, 0.99), 16)
+    assert math.isclose(lr, 0.0025 * 16 / 17) and math.isclose(betas[1], 0.99 ** (16 / 17))
+    assert ema_beta(16, 0) == 0.0
+    assert math.isclose(ema_beta(32, 10 ** 9, ema_kimg=10), 0.5 ** (32 / 10000))
+    param = ns.nn.Parameter(np.ones(4))
+    param.grad = ns.Tensor(np.array([1.0, np.nan, np.inf, -np.inf]))
+    assert sanitize_gradients([param]) == 3 and np.array_equal(param.grad.data, [1, 0, 0, 0])
+    G, _ = tiny(16, seed=0)
+    G2, _ = tiny(16, seed=9)
+    ema_update(G2, G, 0.25)
+    a, b = G.parameters()[0].data, G2.parameters()[0].data
+    assert not np.array_equal(a, b)
+
+
+def test_a_few_training_steps_change_weights_and_stay_finite():
+    G, D = tiny(16)
+    opt_G, opt_D = Adam(G.parameters()), Adam(D.parameters())
+    loss = StyleGAN2Loss(G, D, None, style_mixing_prob=0.0)
+    rng = np.random.default_rng(0)
+    before = [p.data.copy() for p in G.parameters() + D.parameters()]
+    real = ns.Tensor(rng.uniform(-1, 1, (4, 1, 16, 16)).astype(np.float32))
+    for _ in range(3):
+        z = ns.Tensor(rng.standard_normal((4, G.z_dim)).astype(np.float32))
+        value, _ = loss.generator_loss(z, rng)
+        opt_G.zero_grad(); D.zero_grad(); value.backward(); opt_G.step()
+        value, _ = loss.discriminator_loss(real, z, rng)
+        opt_D.zero_grad(); value.backward(); opt_D.step()
+        assert np.isfinite(value.item())
+    after = [p.data for p in G.parameters() + D.parameters()]
+    changed = sum(not np.array_equal(a, b) for a, b in zip(before, after))
+    assert changed > 0.8 * len(before)
+    state = opt_D.state_dict()
+    fresh = Adam(D.parameters())
+    fresh.load_state_dict(state)
+    assert np.array_equal(fresh.exp_avg_sq[0], opt_D.exp_avg_sq[0])
