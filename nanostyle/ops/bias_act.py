@@ -35,6 +35,8 @@ ACTIVATIONS = {
     "swish":    (0.0, math.sqrt(2), True),
 }
 
+ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}  # kernels/bias_act.cu
+
 _SELU_ALPHA = 1.6732632423543772
 _SELU_SCALE = 1.0507009873554805
 
@@ -123,6 +125,8 @@ def _bias_shape(ndim, dim, length):
 
 def _bias_act_forward(x, b, dim, act, alpha, gain, clamp):
     """Raw arrays -> (y, z) with z = x + b the saved pre-activation."""
+    if backend.is_cuda_array(x):
+        return _bias_act_forward_cuda(x, b, dim, act, alpha, gain, clamp)
     xp = backend.get_array_module(x)
     z = x if b is None else x + b.reshape(_bias_shape(x.ndim, dim, b.shape[0]))
     y = _activation(xp, act, z, alpha)
@@ -141,6 +145,8 @@ def _clamp_mask(xp, act, z, alpha, gain, clamp):
 
 def _bias_act_grad(dy, z, act, alpha, gain, clamp):
     """dz = dy * act'(z) * gain, zero where the output was clamped."""
+    if backend.is_cuda_array(dy):
+        return _bias_act_grad_cuda(dy, z, act, alpha, gain, clamp)
     xp = backend.get_array_module(dy)
     if act == "linear" and clamp is None:
         return dy * dy.dtype.type(gain) if gain != 1 else dy.copy()
@@ -151,6 +157,16 @@ def _bias_act_grad(dy, z, act, alpha, gain, clamp):
     if mask is not None:
         dz *= mask
     return dz
+
+
+def _bias_act_second_derivative(z, act, alpha, gain, clamp):
+    """act''(z) * gain, zero where the output was clamped."""
+    if backend.is_cuda_array(z):
+        return _bias_act_grad2_cuda(z, act, alpha, gain, clamp)
+    xp = backend.get_array_module(z)
+    second = _activation_second_derivative(xp, act, z, alpha) * z.dtype.type(gain)
+    mask = _clamp_mask(xp, act, z, alpha, gain, clamp)
+    return second if mask is None else second * mask
 
 
 class BiasAct(Function):
@@ -190,11 +206,7 @@ class BiasActGrad(Function):
         if self.needs_input_grad[0]:
             gdy = BiasActGrad.apply(g, z, act=self.act, alpha=self.alpha, gain=self.gain, clamp=self.clamp)
         if z is not None and self.needs_input_grad[1] and ACTIVATIONS[self.act][2]:
-            xp = backend.get_array_module(z.data)
-            second = _activation_second_derivative(xp, self.act, z.data, self.alpha) * z.dtype.type(self.gain)
-            mask = _clamp_mask(xp, self.act, z.data, self.alpha, self.gain, self.clamp)
-            if mask is not None:
-                second = second * mask
+            second = _bias_act_second_derivative(z.data, self.act, self.alpha, self.gain, self.clamp)
             gz = g * dy * Tensor(second)
         return gdy, gz
 
@@ -222,3 +234,46 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
     gain = float(def_gain if gain is None else gain)
     clamp = None if clamp is None or clamp < 0 else float(clamp)
     return BiasAct.apply(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+
+# --- CUDA launchers (kernels/bias_act.cu) ---------------------------------------------------
+
+def _clamp_arg(clamp):
+    return -1.0 if clamp is None else clamp
+
+
+def _bias_act_forward_cuda(x, b, dim, act, alpha, gain, clamp):
+    from .. import cuda
+    x = cuda.device_array(x)
+    bias = cuda.device_array(b) if b is not None else x  # unused when has_bias == 0
+    y, z = cuda.empty(x.shape, x.dtype), cuda.empty(x.shape, x.dtype)
+    inner = int(np.prod(x.shape[dim + 1:], dtype=np.int64))
+    S = cuda.scalar_type(x.dtype)
+    cuda.launch("bias_act", "bias_act_forward", x.dtype, x.size,
+                (y, z, x, bias, np.int64(x.size), np.int64(max(inner, 1)), np.int32(x.shape[dim]),
+                 np.int32(b is not None), np.int32(ACTIVATION_CODES[act]), S(alpha), S(gain), S(_clamp_arg(clamp))))
+    return y, z
+
+
+def _bias_act_grad_cuda(dy, z, act, alpha, gain, clamp):
+    from .. import cuda
+    dy = cuda.device_array(dy)
+    z_arg = cuda.device_array(z) if z is not None else dy
+    if z is not None and z_arg.shape != dy.shape:
+        raise ValueError(f"bias_act: gradient shape {dy.shape} does not match the saved input {z_arg.shape}")
+    dz = cuda.empty(dy.shape, dy.dtype)
+    S = cuda.scalar_type(dy.dtype)
+    cuda.launch("bias_act", "bias_act_grad", dy.dtype, dy.size,
+                (dz, dy, z_arg, np.int64(dy.size), np.int32(z is not None), np.int32(ACTIVATION_CODES[act]),
+                 S(alpha), S(gain), S(_clamp_arg(clamp))))
+    return dz
+
+
+def _bias_act_grad2_cuda(z, act, alpha, gain, clamp):
+    from .. import cuda
+    z = cuda.device_array(z)
+    out = cuda.empty(z.shape, z.dtype)
+    S = cuda.scalar_type(z.dtype)
+    cuda.launch("bias_act", "bias_act_grad2", z.dtype, z.size,
+                (out, z, np.int64(z.size), np.int32(ACTIVATION_CODES[act]), S(alpha), S(gain), S(_clamp_arg(clamp))))
+    return out

@@ -35,6 +35,8 @@ def _conv_output_size(size, k, stride, pad):
 
 def _im2col(x, kh, kw, stride, padding):
     """x [N, C, H, W] -> patches [C*kh*kw, N*Ho*Wo] (row = (c, ky, kx), column = (n, oy, ox))."""
+    if backend.is_cuda_array(x):
+        return _im2col_cuda(x, kh, kw, stride, padding)
     xp = backend.get_array_module(x)
     N, C, H, W = x.shape
     sy, sx = stride
@@ -51,6 +53,8 @@ def _im2col(x, kh, kw, stride, padding):
 
 def _col2im(cols, x_shape, kh, kw, stride, padding):
     """The adjoint of _im2col: patches [C*kh*kw, N*Ho*Wo] summed back into x [N, C, H, W]."""
+    if backend.is_cuda_array(cols):
+        return _col2im_cuda(cols, x_shape, kh, kw, stride, padding)
     xp = backend.get_array_module(cols)
     N, C, H, W = x_shape
     sy, sx = stride
@@ -249,4 +253,35 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, flip_weight=True):
     x = conv2d(x, w)
     if down > 1:
         x = upfirdn2d(x, f, down=down)
+    return x
+
+
+# --- CUDA launchers (kernels/im2col.cu); the GEMMs go through cuBLAS via CuPy's matmul ---------
+
+def _conv_geometry(x_shape, kh, kw, stride, padding):
+    N, C, H, W = x_shape
+    Ho = _conv_output_size(H, kh, stride[0], padding[0])
+    Wo = _conv_output_size(W, kw, stride[1], padding[1])
+    return tuple(np.int32(v) for v in (N, C, H, W, kh, kw, stride[0], stride[1], padding[0], padding[1], Ho, Wo))
+
+
+def _im2col_cuda(x, kh, kw, stride, padding):
+    from .. import cuda
+    x = cuda.device_array(x)
+    geometry = _conv_geometry(x.shape, kh, kw, stride, padding)
+    N, C, Ho, Wo = x.shape[0], x.shape[1], int(geometry[-2]), int(geometry[-1])
+    cols = cuda.empty((C * kh * kw, N * Ho * Wo), x.dtype)
+    cuda.launch("im2col", "im2col_kernel", x.dtype, cols.size, (cols, x) + geometry)
+    return cols
+
+
+def _col2im_cuda(cols, x_shape, kh, kw, stride, padding):
+    from .. import cuda
+    cols = cuda.device_array(cols)
+    geometry = _conv_geometry(x_shape, kh, kw, stride, padding)
+    N, C, H, W = x_shape
+    if cols.shape != (C * kh * kw, N * int(geometry[-2]) * int(geometry[-1])):
+        raise ValueError(f"conv2d: patch matrix {cols.shape} does not match input {tuple(x_shape)} and kernel {kh}x{kw}")
+    x = cuda.empty(tuple(x_shape), cols.dtype)
+    cuda.launch("im2col", "col2im_kernel", cols.dtype, x.size, (x, cols) + geometry)
     return x

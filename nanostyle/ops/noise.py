@@ -8,12 +8,35 @@ from .. import backend
 from ..autograd import Function, Tensor
 
 
+import numpy as np
+
+
 def _noise_forward(x, noise, strength):
+    if backend.is_cuda_array(x):
+        return _noise_forward_cuda(x, noise, strength)
     return x + noise * strength.reshape(())
 
 
 def _noise_strength_grad(g, noise):
+    if backend.is_cuda_array(g):
+        return _noise_strength_grad_cuda(g, noise)
     return (g * noise).sum()
+
+
+class NoiseStrengthGrad(Function):
+    """sum(g * noise) over everything (noise broadcast over channels): bilinear in (g, noise)."""
+
+    def forward(self, g, noise):
+        return _noise_strength_grad(g, noise)
+
+    def backward(self, gs):
+        g, noise = self.inputs
+        gg = gn = None
+        if self.needs_input_grad[0]:
+            gg = noise.broadcast_to(g.shape) * gs
+        if self.needs_input_grad[1]:
+            gn = g.sum(axis=1, keepdims=True) * gs
+        return gg, gn
 
 
 class NoiseInjection(Function):
@@ -27,7 +50,7 @@ class NoiseInjection(Function):
         if self.needs_input_grad[1]:
             gnoise = g.sum(axis=1, keepdims=True) * strength.reshape(())
         if self.needs_input_grad[2]:
-            gstrength = (g * noise).sum().reshape(strength.shape)
+            gstrength = NoiseStrengthGrad.apply(g, noise).reshape(strength.shape)
         return gx, gnoise, gstrength
 
 
@@ -46,3 +69,27 @@ def noise_injection(x, noise, strength):
         raise ValueError(f"noise_injection: strength must be a scalar, got shape {tuple(strength.shape)}")
     backend.check_float_dtype("noise_injection", x.data, noise.data, strength.data)
     return NoiseInjection.apply(x, noise, strength)
+
+
+# --- CUDA launchers (kernels/noise.cu) --------------------------------------------------------
+
+def _noise_forward_cuda(x, noise, strength):
+    from .. import cuda
+    x, noise, strength = (cuda.device_array(a) for a in (x, noise, strength))
+    N, C, H, W = x.shape
+    y = cuda.empty(x.shape, x.dtype)
+    cuda.launch("noise", "noise_forward", x.dtype, x.size,
+                (y, x, noise, strength.reshape(1), np.int64(x.size), np.int32(C), np.int64(H * W)))
+    return y
+
+
+def _noise_strength_grad_cuda(g, noise):
+    import cupy
+    from .. import cuda
+    g, noise = cuda.device_array(g), cuda.device_array(noise)
+    N, C, H, W = g.shape
+    out = cupy.zeros((), dtype=g.dtype)  # the kernel accumulates into it atomically
+    cuda.launch("noise", "noise_strength_grad", g.dtype, g.size,
+                (out, g, noise, np.int64(g.size), np.int32(C), np.int64(H * W)),
+                shared_mem=cuda.BLOCK * g.dtype.itemsize, grid=(min(cuda.grid_for(g.size)[0], 1024),))
+    return out

@@ -10,11 +10,15 @@ from ..autograd import Function, Tensor
 
 
 def _softplus_forward(x):
+    if backend.is_cuda_array(x):
+        return _unary_cuda("softplus_forward", x)
     return backend.get_array_module(x).logaddexp(0, x)
 
 
 def _sigmoid_forward(x):
     """1 / (1 + exp(-x)) written so that exp never overflows and tiny values keep full precision."""
+    if backend.is_cuda_array(x):
+        return _unary_cuda("sigmoid_forward", x)
     xp = backend.get_array_module(x)
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
@@ -50,3 +54,14 @@ def softplus(x):
         raise ValueError(f"softplus: x must be a Tensor, got {type(x).__name__}")
     backend.check_float_dtype("softplus", x.data)
     return Softplus.apply(x)
+
+
+# --- CUDA launchers (kernels/softplus.cu) ---------------------------------------------------
+
+def _unary_cuda(name, x):
+    import numpy as np
+    from .. import cuda
+    x = cuda.device_array(x)
+    y = cuda.empty(x.shape, x.dtype)
+    cuda.launch("softplus", name, x.dtype, x.size, (y, x, np.int64(x.size)))
+    return y

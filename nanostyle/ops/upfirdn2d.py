@@ -127,6 +127,8 @@ def _fir_1d(x, taps, up, down, pad0, pad1, axis):
 
 def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
     """Raw-array upfirdn2d. x [N, C, H, W]; f array or None; padding (x0, x1, y0, y1)."""
+    if backend.is_cuda_array(x):
+        return _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain)
     xp = backend.get_array_module(x)
     N, C, H, W = x.shape
     x0, x1, y0, y1 = padding
@@ -225,3 +227,24 @@ def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1):
     p = (x0 + (fw - down + 1) // 2, x1 + (fw - down) // 2,
          y0 + (fh - down + 1) // 2, y1 + (fh - down) // 2)
     return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain)
+
+
+# --- CUDA launcher (kernels/upfirdn2d.cu) -----------------------------------------------------
+
+def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain):
+    from .. import cuda
+    x = cuda.device_array(x)
+    N, C, H, W = x.shape
+    x0, x1, y0, y1 = padding
+    kernel = _filter_2d(f, flip_filter, gain, x.dtype)
+    fh, fw = kernel.shape
+    out_h = _output_size(H, up, down, y0, y1, fh)
+    out_w = _output_size(W, up, down, x0, x1, fw)
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"upfirdn2d: output would be empty ({out_h}x{out_w}) for input {tuple(x.shape)}")
+    y = cuda.empty((N, C, out_h, out_w), x.dtype)
+    f_device = cuda.device_array(backend.xp_for_device("cuda").asarray(kernel))
+    cuda.launch("upfirdn2d", "upfirdn2d_kernel", x.dtype, y.size,
+                (y, x, f_device, np.int64(N * C), np.int32(H), np.int32(W), np.int32(fh), np.int32(fw),
+                 np.int32(up), np.int32(down), np.int32(x0), np.int32(y0), np.int32(out_h), np.int32(out_w)))
+    return y

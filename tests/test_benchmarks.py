@@ -1,0 +1,26 @@
+"""benchmarks/kernels.py runs on the CPU and reports every op, forward and backward."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPS = {"linear", "bias_act", "conv2d", "upfirdn2d", "modulated_conv2d", "noise_injection", "minibatch_std",
+       "softplus", "adam_step"}
+
+
+def test_kernel_benchmark_quick_json(tmp_path):
+    out = tmp_path / "rows.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "kernels.py"), "--quick",
+                             "--backend", "numpy", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.load(open(out))
+    assert {r["op"] for r in rows} >= OPS
+    for row in rows:
+        assert {"op", "pass", "backend", "shape", "median_ms", "pct_of_peak"} <= set(row)
+        assert ("gflops" in row) != ("gbps" in row)
+        if not row["op"].startswith("ceiling"):
+            assert row["median_ms"] > 0 and row["pct_of_peak"] > 0
+    passes = {(r["op"], r["pass"]) for r in rows}
+    for op in OPS - {"adam_step"}:
+        assert (op, "forward") in passes and (op, "backward") in passes
