@@ -1,0 +1,111 @@
+"""Seconds per training iteration for a named configuration (DESIGN.md "The bench64 configuration").
+
+    python benchmarks/train_step.py --config bench64 [--iters 5] [--json FILE]
+
+Reports medians over --iters of: the G main step, the D main step and the D R1 step (each with
+its Adam update), lazy_iter_s = G + D + R1/16, g_forward_s (G at batch 16 without gradients),
+img/s = batch / lazy_iter_s, and peak memory (process max RSS on the CPU; CuPy's memory-pool
+peak on a GPU). bench64: res 64, batch 16, z = w = 256, 2 mapping layers, channel_base 4096,
+channel_max 256, R1 gamma 1 every 16, style mixing off, no augmentation, float32.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import nanostyle as ns  # noqa: E402
+from nanostyle import backend  # noqa: E402
+from nanostyle.losses import StyleGAN2Loss  # noqa: E402
+from nanostyle.optim import Adam, lazy_regularization  # noqa: E402
+from nanostyle.train import build_networks  # noqa: E402
+
+CONFIGS = {"bench64": dict(net="bench64", res=64, batch=16, gamma=1.0, r1_interval=16),
+           "cpu64": dict(net="cpu", res=64, batch=16, gamma=1.0, r1_interval=16)}
+
+
+def synchronize(xp):
+    if xp is not np:
+        xp.cuda.Device().synchronize()
+
+
+def measure(config_name, iters, device):
+    cfg = CONFIGS[config_name]
+    xp = backend.xp_for_device(device)
+    G, D = build_networks(cfg["net"], cfg["res"])
+    if device != "cpu":
+        G.to(device)
+        D.to(device)
+    lr, betas = lazy_regularization(0.0025, (0.0, 0.99), cfg["r1_interval"])
+    opt_G, opt_D = Adam(G.parameters()), Adam(D.parameters(), lr=lr, betas=betas)
+    loss = StyleGAN2Loss(G, D, None, r1_gamma=cfg["gamma"], style_mixing_prob=0.0)
+    rng = np.random.default_rng(0)
+    B = cfg["batch"]
+    real = ns.Tensor(xp.asarray(rng.uniform(-1, 1, (B, 1, cfg["res"], cfg["res"])).astype(np.float32)))
+
+    def z():
+        return ns.Tensor(xp.asarray(rng.standard_normal((B, G.z_dim)).astype(np.float32)))
+
+    def step(module_G_trains, compute, opt):
+        G.requires_grad_(module_G_trains)
+        D.requires_grad_(not module_G_trains)
+        value, _ = compute()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+
+    phases = {
+        "G_main_s": lambda: step(True, lambda: loss.generator_loss(z(), rng), opt_G),
+        "D_main_s": lambda: step(False, lambda: loss.discriminator_loss(real, z(), rng), opt_D),
+        "D_r1_s": lambda: step(False, lambda: loss.r1_loss(real, rng, cfg["r1_interval"]), opt_D),
+    }
+
+    def g_forward():
+        with ns.no_grad():
+            G(z(), rng=rng)
+
+    phases["g_forward_s"] = g_forward
+    results = {}
+    for name, fn in phases.items():
+        fn()  # warm-up
+        synchronize(xp)
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            fn()
+            synchronize(xp)
+            times.append(time.perf_counter() - start)
+        results[name] = statistics.median(times)
+    results["lazy_iter_s"] = results["G_main_s"] + results["D_main_s"] + results["D_r1_s"] / cfg["r1_interval"]
+    results["img_per_s"] = B / results["lazy_iter_s"]
+    if xp is np:
+        results["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    else:
+        results["peak_memory_mb"] = xp.get_default_memory_pool().total_bytes() / 2 ** 20
+    results.update(config=config_name, device=device, iters=iters,
+                   malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"))
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="bench64", choices=sorted(CONFIGS))
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    results = measure(args.config, args.iters, args.device or backend.default_device())
+    for key, value in results.items():
+        print(f"{key:24} {value:.4f}" if isinstance(value, float) else f"{key:24} {value}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
