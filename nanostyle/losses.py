@@ -9,6 +9,10 @@ R1's inner gradient is taken with create_graph=True with respect to the real ima
 autograd prunes every weight-gradient branch from that pass, and the outer backward then
 differentiates the input gradient with respect to the weights exactly (second order).
 
+Path-length regularisation (StyleGAN2 sec. 3.2, optional, pl_weight 2 on GPUs, off on the CPU):
+  |J_w^T y|, y ~ N(0, I) / sqrt(H W), pulled towards its running mean (decay 0.01), on half the
+  batch every G_reg_interval G steps.
+
 Style mixing (prob 0.9 by default): a second latent's w replaces the first's from a random
 layer cutoff onwards, so no layer can rely on its neighbours sharing one w.
 """
@@ -20,9 +24,12 @@ from .ops import softplus
 
 
 class StyleGAN2Loss:
-    def __init__(self, G, D, augment_pipe=None, r1_gamma=10.0, style_mixing_prob=0.9, pl_weight=0.0):
+    def __init__(self, G, D, augment_pipe=None, r1_gamma=10.0, style_mixing_prob=0.9, pl_weight=0.0,
+                 pl_decay=0.01, pl_batch_shrink=2):
         self.G, self.D, self.augment_pipe = G, D, augment_pipe
         self.r1_gamma, self.style_mixing_prob, self.pl_weight = r1_gamma, style_mixing_prob, pl_weight
+        self.pl_decay, self.pl_batch_shrink = pl_decay, pl_batch_shrink
+        self.pl_mean = 0.0
 
     def _mapping_with_mixing(self, z, rng, update_emas):
         ws = self.G.mapping(z, update_emas=update_emas)
@@ -67,3 +74,19 @@ class StyleGAN2Loss:
         penalty = real_grad.square().sum(axis=(1, 2, 3))
         loss = penalty.mean() * (self.r1_gamma / 2 * gain)
         return loss, {"r1_penalty": float(penalty.numpy().mean()), "loss_r1": float(loss.numpy())}
+
+    def pl_loss(self, gen_z, rng, gain):
+        """Path-length penalty on a shrunk batch; returns (loss, stats) and updates pl_mean."""
+        batch = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+        z = Tensor(gen_z.data[:batch])
+        ws = self._mapping_with_mixing(z, rng, update_emas=False)
+        img = self.G.synthesis(ws, noise_mode="random", rng=rng)
+        H, W = img.shape[2:]
+        noise = (rng.standard_normal(img.shape) / float(np.sqrt(H * W))).astype(img.dtype)
+        (ws_grad,) = grad((img * Tensor(img.xp.asarray(noise))).sum(), [ws], create_graph=True)
+        lengths = (ws_grad.square().sum(axis=2).mean(axis=1) + 1e-12).sqrt()
+        mean_length = float(lengths.numpy().mean())
+        self.pl_mean = self.pl_mean + (mean_length - self.pl_mean) * self.pl_decay
+        penalty = (lengths - self.pl_mean).square()
+        loss = penalty.mean() * (self.pl_weight * gain)
+        return loss, {"pl_length": mean_length, "pl_penalty": float(penalty.numpy().mean())}

@@ -55,6 +55,7 @@ class TrainConfig:
     r1_interval: int = 16
     G_reg_interval: int = 4
     style_mixing_prob: float = None
+    pl_weight: float = None          # path-length regularisation; None = 2 on a GPU, 0 on the CPU
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
     ada_kimg: float = 100.0          # p can go 0 -> 1 in this many kimg
@@ -87,6 +88,7 @@ class TrainConfig:
             batch=16 if net != "tiny" else 4,
             gamma=1.0 if self.res <= 64 else (2.0 if self.res <= 128 else 10.0),
             style_mixing_prob=0.0 if net in ("bench64", "tiny") else 0.9,
+            pl_weight=0.0 if cpu_like or net == "bench64" else 2.0,
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
@@ -195,7 +197,7 @@ class Run:
         self.ada = AdaController(self.pipe, config.batch, target=config.ada_target, kimg=config.ada_kimg) \
             if self.pipe is not None else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
-                                  style_mixing_prob=config.style_mixing_prob)
+                                  style_mixing_prob=config.style_mixing_prob, pl_weight=config.pl_weight or 0.0)
         self.rng = np.random.default_rng([config.seed, 1])
         self.data_rng = np.random.default_rng([config.seed, 2])
         self.cur_nimg = 0
@@ -216,6 +218,7 @@ class Run:
                     rng=_rng_state(self.rng), data_rng=_rng_state(self.data_rng),
                     data_position=self.order.position, data_size=self.order.n,
                     ada=self.ada.state_dict() if self.ada else None, bad_gradients=self.bad_gradients,
+                    pl_mean=self.loss.pl_mean,
                     records=self.records[-2000:], network=dict(zip(("G", "D"), network_kwargs(self.config.net, self.config.res))))
         return arrays, meta
 
@@ -234,6 +237,7 @@ class Run:
             _set_rng_state(self.data_rng, meta["data_rng"])
             self.cur_nimg, self.iteration = meta["cur_nimg"], meta["iteration"]
             self.bad_gradients = meta.get("bad_gradients", 0)
+            self.loss.pl_mean = meta.get("pl_mean", 0.0)
             self.records = meta.get("records", [])
             if self.ada is not None and meta.get("ada"):
                 self.ada.load_state_dict(meta["ada"])
@@ -364,6 +368,16 @@ def _training_iteration(run, reals_all, xp):
     run.bad_gradients += sanitize_gradients(run.G.parameters())
     run.opt_G.step()
     stats.update(s)
+
+    # Greg (path length), every G_reg_interval iterations when enabled
+    if config.pl_weight and run.iteration % config.G_reg_interval == 0:
+        loss, s = run.loss.pl_loss(z, rng, gain=config.G_reg_interval)
+        _check_finite(loss, "path-length penalty", run)
+        run.opt_G.zero_grad()
+        loss.backward()
+        run.bad_gradients += sanitize_gradients(run.G.parameters())
+        run.opt_G.step()
+        stats.update(s)
 
     # Dmain
     run.G.requires_grad_(False)
