@@ -58,7 +58,7 @@ class TrainConfig:
     pl_weight: float = None          # path-length regularisation; None = 2 on a GPU, 0 on the CPU
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
-    ada_kimg: float = 100.0          # p can go 0 -> 1 in this many kimg
+    ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 40 on the CPU)
     ema_kimg: float = None
     ema_rampup: float = 0.05
     lr_G: float = 0.0025
@@ -89,6 +89,7 @@ class TrainConfig:
             gamma=1.0 if self.res <= 64 else (2.0 if self.res <= 128 else 10.0),
             style_mixing_prob=0.0 if net in ("bench64", "tiny") else 0.9,
             pl_weight=0.0 if cpu_like or net == "bench64" else 2.0,
+            ada_kimg=40.0 if cpu_like else 500.0,
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
@@ -98,7 +99,7 @@ class TrainConfig:
             if getattr(self, key) is None:
                 setattr(self, key, value)
         if self.metrics_kimg is None:
-            self.metrics_kimg = self.snap_kimg * (5 if cpu_like else 1)
+            self.metrics_kimg = self.snap_kimg * (2 if cpu_like else 1)
         if self.batch < 2 or self.batch % min(4, self.batch):
             raise ValueError(f"--batch {self.batch}: use an even batch that is a multiple of 4 (or 2), "
                              "the discriminator's minibatch-stddev group")
