@@ -32,12 +32,18 @@ def save_checkpoint(path, arrays, meta):
     payload["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     payload["__format__"] = np.asarray(FORMAT_NAME)
     payload["__version__"] = np.asarray(FORMAT_VERSION)
+    write_atomic(path, lambda handle: np.savez(handle, **payload))
+
+
+def write_atomic(path, write):
+    """Call write(handle) on a temporary file beside `path`, fsync it, then rename it over
+    `path`: readers see the old file or the new one, never a half-written one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

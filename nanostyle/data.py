@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,17 +132,8 @@ def default_cache_dir():
 
 
 def _write_npz_atomic(path, **arrays):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from .checkpoint import write_atomic
+    write_atomic(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_image_folder(path, res, classes=None, crop_border=0, cache_dir=None, verbose=True):

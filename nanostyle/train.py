@@ -362,55 +362,44 @@ def _training_iteration(run, reals_all, xp):
     run.G.requires_grad_(True)
     run.D.requires_grad_(False)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
-    loss, s = run.loss.generator_loss(z, rng)
-    _check_finite(loss, "generator loss", run)
-    run.opt_G.zero_grad()
-    loss.backward()
-    run.bad_gradients += sanitize_gradients(run.G.parameters())
-    run.opt_G.step()
-    stats.update(s)
+    stats.update(_phase(run, run.opt_G, run.G, "generator loss", run.loss.generator_loss(z, rng)))
 
     # Greg (path length), every G_reg_interval iterations when enabled
     if config.pl_weight and run.iteration % config.G_reg_interval == 0:
-        loss, s = run.loss.pl_loss(z, rng, gain=config.G_reg_interval)
-        _check_finite(loss, "path-length penalty", run)
-        run.opt_G.zero_grad()
-        loss.backward()
-        run.bad_gradients += sanitize_gradients(run.G.parameters())
-        run.opt_G.step()
-        stats.update(s)
+        stats.update(_phase(run, run.opt_G, run.G, "path-length penalty",
+                            run.loss.pl_loss(z, rng, gain=config.G_reg_interval)))
 
     # Dmain
     run.G.requires_grad_(False)
     run.D.requires_grad_(True)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
-    loss, s = run.loss.discriminator_loss(real, z, rng)
-    _check_finite(loss, "discriminator loss", run)
-    run.opt_D.zero_grad()
-    loss.backward()
-    run.bad_gradients += sanitize_gradients(run.D.parameters())
-    run.opt_D.step()
+    s = _phase(run, run.opt_D, run.D, "discriminator loss", run.loss.discriminator_loss(real, z, rng))
+    real_logits = s.pop("real_logits")
     if run.ada is not None:
-        run.ada.accumulate(s.pop("real_logits"))
+        run.ada.accumulate(real_logits)
         run.ada.step()
-    else:
-        s.pop("real_logits")
     stats.update(s)
 
     # Dreg (lazy R1)
     if config.gamma > 0 and run.iteration % config.r1_interval == 0:
-        loss, s = run.loss.r1_loss(real, rng, gain=config.r1_interval)
-        _check_finite(loss, "R1 penalty", run)
-        run.opt_D.zero_grad()
-        loss.backward()
-        run.bad_gradients += sanitize_gradients(run.D.parameters())
-        run.opt_D.step()
-        stats.update(s)
+        stats.update(_phase(run, run.opt_D, run.D, "R1 penalty",
+                            run.loss.r1_loss(real, rng, gain=config.r1_interval)))
 
     # G_ema
     ema_update(run.G_ema, run.G, ema_beta(B, run.cur_nimg, config.ema_kimg, config.ema_rampup))
     run.G.requires_grad_(True)
     stats["bad_gradients"] = run.bad_gradients
+    return stats
+
+
+def _phase(run, optimizer, module, what, loss_and_stats):
+    """One optimiser step on a loss: stop if it is not finite, backward, sanitise, step."""
+    loss, stats = loss_and_stats
+    _check_finite(loss, what, run)
+    optimizer.zero_grad()
+    loss.backward()
+    run.bad_gradients += sanitize_gradients(module.parameters())
+    optimizer.step()
     return stats
 
 

@@ -3,11 +3,11 @@ training GIF. Matplotlib is used through its object API with the Agg canvas, so 
 interactive backend is never touched."""
 import math
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
 
+from .checkpoint import write_atomic
 from .data import to_uint8
 
 
@@ -30,16 +30,7 @@ def image_grid(images, nrow=None, padding=2):
 
 def _save_png_atomic(array_or_image, path):
     image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(path, lambda handle: image.save(handle, format="PNG"))
 
 
 def save_image_grid(images, path, nrow=None):
@@ -77,16 +68,7 @@ def _smooth(values, window):
 
 
 def _save_figure(figure, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(path, lambda handle: figure.savefig(handle, format="png", bbox_inches="tight"))
 
 
 def plot_losses(records, path, keys=("loss_G", "loss_D", "r1_penalty", "ada_p")):
@@ -130,13 +112,6 @@ def make_gif(png_paths, out_path, duration_ms=300):
     frames = [Image.open(p).convert("L") for p in png_paths]
     if not frames:
         return None
-    folder = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".gif.tmp")
-    os.close(fd)
-    try:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(out_path, lambda handle: frames[0].save(handle, format="GIF", save_all=True,
+                                                         append_images=frames[1:], duration=duration_ms, loop=0))
     return out_path
