@@ -58,7 +58,7 @@ class TrainConfig:
     pl_weight: float = None          # path-length regularisation; None = 2 on a GPU, 0 on the CPU
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
-    ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 40 on the CPU)
+    ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 10 on the CPU)
     ema_kimg: float = None
     ema_rampup: float = 0.05
     lr_G: float = 0.0025
@@ -89,7 +89,7 @@ class TrainConfig:
             gamma=1.0 if self.res <= 64 else (2.0 if self.res <= 128 else 10.0),
             style_mixing_prob=0.0 if net in ("bench64", "tiny") else 0.9,
             pl_weight=0.0 if cpu_like or net == "bench64" else 2.0,
-            ada_kimg=40.0 if cpu_like else 500.0,
+            ada_kimg=10.0 if cpu_like else 500.0,
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
@@ -414,7 +414,7 @@ def _check_finite(loss, what, run):
 
 def _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics):
     kimg = run.cur_nimg / 1000
-    tag = f"{kimg:07.3f}" if kimg < 10 else f"{kimg:07.1f}"
+    tag = f"{kimg:08.3f}"  # fixed width, so file names sort in training order
     images = generate(run.G_ema, z=fixed_z)
     grid_path = os.path.join(run_dir, f"fakes-{tag}.png")
     viz.save_image_grid(images, grid_path)
