@@ -117,6 +117,9 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path, monkeypatch):
         save_checkpoint(path, {"x": np.zeros(2)}, {})
     monkeypatch.undo()
     assert load_checkpoint(path)[1] == meta and os.listdir(tmp_path) == ["c.npz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
     truncated = tmp_path / "t.npz"
     truncated.write_bytes(open(path, "rb").read()[:200])
