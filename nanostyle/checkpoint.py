@@ -26,8 +26,9 @@ def save_checkpoint(path, arrays, meta):
         if not isinstance(value, np.ndarray):
             raise TypeError(f"save_checkpoint: array {name!r} is a {type(value).__name__}; "
                             "convert it with backend.to_numpy first")
-        if name.startswith("__"):
-            raise ValueError(f"save_checkpoint: array names starting with '__' are reserved: {name!r}")
+        if name.startswith("__") or name in ("file", "allow_pickle"):
+            raise ValueError(f"save_checkpoint: array name {name!r} is reserved (names starting with '__', "
+                             "and np.savez's own 'file' and 'allow_pickle')")
     payload = dict(arrays)
     payload["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     payload["__format__"] = np.asarray(FORMAT_NAME)

@@ -137,6 +137,8 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path, monkeypatch):
         assert os.path.basename(str(bad)) in str(info.value)
     with pytest.raises(TypeError):
         save_checkpoint(path, {"x": [1, 2]}, {})
+    with pytest.raises(ValueError, match="reserved"):
+        save_checkpoint(path, {"file": np.zeros(1)}, {})
 
 
 def test_pictures(tmp_path):
