@@ -93,9 +93,12 @@ def plot_metrics(records, path, keys=None):
     if keys is None:
         keys = sorted({k for r in records for k, v in r.items() if k != "kimg" and isinstance(v, (int, float))})
     keys = list(keys) or ["(none)"]
-    cols = min(len(keys), 3)
+    cols = 2 if len(keys) == 4 else min(len(keys), 3)
     rows = int(math.ceil(len(keys) / cols))
     figure, axes = _figure(rows, cols, width=4 * cols, height=3 * rows)
+    figure.subplots_adjust(hspace=0.45, wspace=0.3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
     for ax, key in zip(axes, keys):
         points = [(r["kimg"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
         if points:
