@@ -173,8 +173,9 @@ def test_laplacian_pyramid_levels_and_exact_reconstruction(reals):
     np.testing.assert_allclose(image, reals[:4], atol=1e-12)
 
 
-def test_laplacian_pyramid_matches_the_progressive_gan_code(reals):
-    # metrics/sliced_wasserstein.py of the official ProGAN code, transcribed (scipy is a test-only aid)
+def test_laplacian_pyramid_matches_the_progressive_gan_definition(reals):
+    # An independent reference written from the published facts of ProGAN's SWD pyramid (5x5
+    # binomial kernel / 256, mirror edges, x4 on the way up), through scipy.ndimage (test-only).
     ndimage = pytest.importorskip("scipy.ndimage")
     kernel = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1])[None, None] / 256.0
 
