@@ -16,7 +16,6 @@ import os
 
 import numpy as np
 
-from . import backend
 
 KERNEL_DIR = os.path.join(os.path.dirname(__file__), "kernels")
 
@@ -118,15 +117,7 @@ def launch(family, name, dtype, n, args, block=BLOCK, shared_mem=0, grid=None):
         cupy.cuda.runtime.deviceSynchronize()
 
 
-def launch_elementwise(family, name, n, dtype, args):
-    launch(family, name, dtype, n, args)
-
-
 def device_array(array):
     """Contiguous CuPy copy-or-view of `array` (kernels take raw pointers)."""
     import cupy
     return cupy.ascontiguousarray(array)
-
-
-def is_cuda(*arrays):
-    return any(backend.is_cuda_array(a) for a in arrays if a is not None)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from . import backend
-from .autograd import Tensor, concat, no_grad
+from .autograd import Tensor, concat
 from .nn import Module, Parameter
 from .ops import (bias_act, conv2d_resample, linear, minibatch_std, modulated_conv2d,
                   noise_injection, setup_filter, upsample2d)

@@ -47,6 +47,6 @@ def _adam_step_cuda(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, ste
     scalar = cuda.scalar_type(param.dtype)
     step_size = lr / (1 - beta1 ** step)
     bias2_sqrt = math.sqrt(1 - beta2 ** step)
-    cuda.launch_elementwise("adam", "adam_step", param.size, param.dtype,
-                            (param, grad, exp_avg, exp_avg_sq, np.int64(param.size),
-                             scalar(step_size), scalar(beta1), scalar(beta2), scalar(eps), scalar(bias2_sqrt)))
+    cuda.launch("adam", "adam_step", param.dtype, param.size,
+                (param, grad, exp_avg, exp_avg_sq, np.int64(param.size),
+                 scalar(step_size), scalar(beta1), scalar(beta2), scalar(eps), scalar(bias2_sqrt)))

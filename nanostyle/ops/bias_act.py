@@ -41,8 +41,9 @@ _SELU_ALPHA = 1.6732632423543772
 _SELU_SCALE = 1.0507009873554805
 
 
-def _sigmoid(xp, z):
-    # exp(-|z|) never overflows, and for z << 0 the e / (1 + e) branch keeps full precision.
+def stable_sigmoid(xp, z):
+    """1 / (1 + exp(-z)): exp(-|z|) never overflows, and for z << 0 the e / (1 + e) branch
+    keeps full precision (shared with ops/softplus.py)."""
     e = xp.exp(-xp.abs(z))
     return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
@@ -57,7 +58,7 @@ def _activation(xp, act, z, alpha):
     if act == "tanh":
         return xp.tanh(z)
     if act == "sigmoid":
-        return _sigmoid(xp, z)
+        return stable_sigmoid(xp, z)
     if act == "elu":
         return xp.where(z > 0, z, xp.expm1(xp.minimum(z, 0)))
     if act == "selu":
@@ -65,7 +66,7 @@ def _activation(xp, act, z, alpha):
     if act == "softplus":
         return xp.logaddexp(0, z)
     if act == "swish":
-        return z * _sigmoid(xp, z)
+        return z * stable_sigmoid(xp, z)
     raise AssertionError(act)
 
 
@@ -81,14 +82,14 @@ def _activation_derivative(xp, act, z, alpha):
         t = xp.tanh(z)
         return one - t * t
     if act in ("sigmoid", "softplus"):
-        s = _sigmoid(xp, z)
+        s = stable_sigmoid(xp, z)
         return s * (one - s) if act == "sigmoid" else s
     if act == "elu":
         return xp.where(z > 0, one, xp.exp(xp.minimum(z, 0)))
     if act == "selu":
         return _SELU_SCALE * xp.where(z > 0, one, _SELU_ALPHA * xp.exp(xp.minimum(z, 0)))
     if act == "swish":
-        s = _sigmoid(xp, z)
+        s = stable_sigmoid(xp, z)
         return s * (one + z * (one - s))
     raise AssertionError(act)
 
@@ -101,17 +102,17 @@ def _activation_second_derivative(xp, act, z, alpha):
         t = xp.tanh(z)
         return -2 * t * (one - t * t)
     if act == "sigmoid":
-        s = _sigmoid(xp, z)
+        s = stable_sigmoid(xp, z)
         return s * (one - s) * (one - 2 * s)
     if act == "softplus":
-        s = _sigmoid(xp, z)
+        s = stable_sigmoid(xp, z)
         return s * (one - s)
     if act == "elu":
         return xp.where(z > 0, z.dtype.type(0), xp.exp(xp.minimum(z, 0)))
     if act == "selu":
         return _SELU_SCALE * xp.where(z > 0, z.dtype.type(0), _SELU_ALPHA * xp.exp(xp.minimum(z, 0)))
     if act == "swish":
-        s = _sigmoid(xp, z)
+        s = stable_sigmoid(xp, z)
         ds = s * (one - s)
         return 2 * ds + z * ds * (one - 2 * s)
     raise AssertionError(act)

@@ -7,6 +7,7 @@ backward through the loss is exact.
 """
 from .. import backend
 from ..autograd import Function, Tensor
+from .bias_act import stable_sigmoid
 
 
 def _softplus_forward(x):
@@ -16,12 +17,9 @@ def _softplus_forward(x):
 
 
 def _sigmoid_forward(x):
-    """1 / (1 + exp(-x)) written so that exp never overflows and tiny values keep full precision."""
     if backend.is_cuda_array(x):
         return _unary_cuda("sigmoid_forward", x)
-    xp = backend.get_array_module(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return stable_sigmoid(backend.get_array_module(x), x)
 
 
 class Softplus(Function):
@@ -35,8 +33,7 @@ class Softplus(Function):
 
 class Sigmoid(Function):
     def forward(self, x):
-        self.s = _sigmoid_forward(x)
-        return self.s
+        return _sigmoid_forward(x)
 
     def backward(self, g):
         (x,) = self.inputs
