@@ -47,7 +47,8 @@ import math
 
 import numpy as np
 
-__all__ = ["sliced_wasserstein", "laplacian_pyramid", "precision_recall", "Embedding", "embed",
+__all__ = ["sliced_wasserstein", "laplacian_pyramid", "precision_recall", "precision_recall_tolerant",
+           "nuisance_augment", "Embedding", "embed",
            "ms_ssim", "diversity", "memorisation", "evaluate", "format_table"]
 
 _BINOMIAL_5 = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0      # ProGAN's pyramid filter, separable
@@ -384,12 +385,18 @@ def _squared_distances(a, b, batch=1024):
         yield rows, np.maximum((part ** 2).sum(axis=1)[:, None] + b_norms[None, :] - 2.0 * part @ b.T, 0.0)
 
 
-def _knn_radii(features, k):
-    """Squared distance of each point to its k-th nearest neighbour in the same set (itself excluded)."""
+def _knn_radii(features, k, groups=None):
+    """Squared distance of each point to its k-th nearest neighbour in the same set (itself
+    excluded). `groups` [N] (optional): points of one group (moved copies of one image) are not
+    each other's neighbours, so a ball reaches the k-th nearest point from another image."""
     radii = np.empty(len(features))
     for rows, d in _squared_distances(features, features):
-        # index 0 of the sorted row is the point itself (distance 0), so index k is the k-th neighbour
-        radii[rows] = np.partition(d, k, axis=1)[:, k]
+        if groups is None:
+            # index 0 of the sorted row is the point itself (distance 0), so index k is the k-th neighbour
+            radii[rows] = np.partition(d, k, axis=1)[:, k]
+        else:
+            d[groups[rows][:, None] == groups[None, :]] = np.inf
+            radii[rows] = np.partition(d, k - 1, axis=1)[:, k - 1]
     return radii
 
 
@@ -434,6 +441,85 @@ def precision_recall(real, fake, k=3, features=None, seed=0, max_samples=10_000)
     precision = _inside_share(fake_features, real_features, _knn_radii(real_features, k))
     recall = _inside_share(real_features, fake_features, _knn_radii(fake_features, k))
     return {"precision": precision, "recall": recall}
+
+
+# ---- nuisance-tolerant precision and recall ------------------------------------------------------
+
+def nuisance_augment(images, copies=4, shift=2 / 64, rotate=5.0, scale=0.05, brightness=0.1, seed=0):
+    """`copies` randomly moved versions of every image, [copies * N, C, H, W]: each a bilinear
+    rotation by up to +-`rotate` degrees, a zoom by a factor in 1 +- `scale` and a shift of up to
+    +-`shift` of the image size per axis about the centre (the background, -1, fills in), and its
+    intensity above black multiplied by a factor in 1 +- `brightness`. Uniform draws from `seed`."""
+    (images,) = _check_images("nuisance_augment", images=images)
+    N, C, H, W = images.shape
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:H, :W]
+    grid = np.stack([rows.ravel(), cols.ravel()]).astype(np.float64)             # [2, HW]
+    centre = np.array([(H - 1) / 2, (W - 1) / 2])[:, None]
+    flat = images.reshape(N, C, H * W)
+    out = []
+    for _ in range(copies):
+        angle = np.deg2rad(rng.uniform(-rotate, rotate, N))
+        zoom = rng.uniform(1 - scale, 1 + scale, N)
+        offset = rng.uniform(-shift, shift, (N, 2)) * np.array([H, W])
+        gain = rng.uniform(1 - brightness, 1 + brightness, N)
+        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+        inverse = np.stack([np.stack([cos, -sin], 1), np.stack([sin, cos], 1)], 1)  # [N, 2, 2] output -> input
+        source = inverse @ (grid - centre - offset[:, :, None]) + centre              # [N, 2, HW]
+        top, left = np.floor(source[:, 0]), np.floor(source[:, 1])
+        fy, fx = source[:, 0] - top, source[:, 1] - left
+        warped = np.zeros((N, C, H * W))
+        for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                               (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+            y, x = (top + dy).astype(int), (left + dx).astype(int)
+            inside = (y >= 0) & (y < H) & (x >= 0) & (x < W)
+            index = np.where(inside, y * W + x, 0)
+            value = np.where(inside[:, None], np.take_along_axis(flat, np.broadcast_to(index[:, None], flat.shape), 2), -1.0)
+            warped += weight[:, None] * value
+        out.append(np.clip((warped + 1) * gain[:, None, None] - 1, -1, 1).reshape(N, C, H, W))
+    return np.concatenate(out)
+
+
+def precision_recall_tolerant(real, fake, k=3, copies=4, seed=0, max_samples=10_000, **nuisance):
+    """Precision and recall as `precision_recall`, with both manifolds widened by small pose and
+    brightness changes (`nuisance_augment`: +-2 px at 64, +-5 degrees, +-5 % zoom, +-10 %
+    brightness by default).
+
+    On a dataset of one template brain (the default data: 123 neighbouring slices of MNI152) the
+    plain k-NN manifold is a thin thread through slice position, and its balls reach only about
+    one slice step: the real slices shifted by one pixel in random directions, or turned by 5
+    degrees, or 10 % darker, score precision 0.02, 0.28 and 0.14 there. Here the real set is
+    `copies` nuisance-moved versions of every real image (the embedding is fit on them), each
+    ball reaching the k-th nearest copy of another image (copies of one image are not counted as
+    neighbours), and precision is the share of fakes inside that widened real manifold; recall is
+    the share of the (unmoved) reals inside the fake manifold widened the same way. Changes within the nuisance
+    range keep both near 1; blur, noise and wrong anatomy still lower them (see the README's
+    calibration table). Returns {"precision_tolerant", "recall_tolerant"}.
+    """
+    real, fake = _check_images("precision_recall_tolerant", real=real, fake=fake)
+    if k < 1 or copies < 1:
+        raise ValueError(f"precision_recall_tolerant: k and copies must be >= 1, got k={k}, copies={copies}")
+    if len(real) <= k or len(fake) <= k:
+        raise ValueError(f"precision_recall_tolerant: need more than k={k} images per set, got {len(real)} "
+                         f"real and {len(fake)} fake")
+    real_rng, fake_rng = _child_rngs(seed, 2)
+    real_seed, fake_seed = (int(r.integers(2 ** 31)) for r in (real_rng, fake_rng))
+    limit = max(1, max_samples // copies)
+    if len(real) > limit:
+        real = real[np.sort(real_rng.choice(len(real), limit, replace=False))]
+    if len(fake) > limit:
+        fake = fake[np.sort(fake_rng.choice(len(fake), limit, replace=False))]
+    wide_real = nuisance_augment(real, copies, seed=real_seed, **nuisance)
+    wide_fake = nuisance_augment(fake, copies, seed=fake_seed, **nuisance)
+    embedding = Embedding(wide_real)
+    wide_real_features, real_features = embedding(wide_real), embedding(real)
+    fake_features, wide_fake_features = embedding(fake), embedding(wide_fake)
+    # copies of one image are not each other's neighbours: a ball reaches the k-th nearest copy of
+    # another image, so its radius is at least the plain one plus the nuisance spread
+    real_groups, fake_groups = np.tile(np.arange(len(real)), copies), np.tile(np.arange(len(fake)), copies)
+    precision = _inside_share(fake_features, wide_real_features, _knn_radii(wide_real_features, k, real_groups))
+    recall = _inside_share(real_features, wide_fake_features, _knn_radii(wide_fake_features, k, fake_groups))
+    return {"precision_tolerant": precision, "recall_tolerant": recall}
 
 
 # ---- MS-SSIM and diversity -----------------------------------------------------------------------
@@ -582,6 +668,7 @@ def evaluate(real, fake, train=None, heldout=None, seed=0):
     results = dict(sliced_wasserstein(real, fake, seed=seed))
     if min(len(real), len(fake)) > 3:
         results.update(precision_recall(real, fake, seed=seed))
+        results.update(precision_recall_tolerant(real, fake, seed=seed))
     if min(len(real), len(fake)) >= 2:
         results.update(diversity(fake, real, seed=seed))
     if train is not None and heldout is not None:
@@ -589,7 +676,10 @@ def evaluate(real, fake, train=None, heldout=None, seed=0):
     return {key: float(value) for key, value in results.items()}
 
 
-_DIRECTION = [("swd_", "lower is better"), ("precision", "higher is better"), ("recall", "higher is better"),
+_DIRECTION = [("swd_", "lower is better"),
+              ("precision_tolerant", "higher is better; pose/brightness-tolerant"),
+              ("recall_tolerant", "higher is better; pose/brightness-tolerant"),
+              ("precision", "higher is better; exact k-NN"), ("recall", "higher is better; exact k-NN"),
               ("diversity_ratio", "~1 as varied as real, -> 0 collapse"),
               ("memorisation_ratio", "~1 fine, << 1 copies training images"),
               ("near_copy_share", "~0.05 fine, higher: share of near-copies")]

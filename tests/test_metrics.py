@@ -97,6 +97,7 @@ def scores(reals, other_reals):
 def test_same_distribution_scores_near_perfect(scores):
     r = scores["same_distribution"]
     assert r["precision"] > 0.8 and r["recall"] > 0.8
+    assert r["precision_tolerant"] > 0.8 and r["recall_tolerant"] > 0.8
     assert 0.8 < r["diversity_ratio"] < 1.25
     # SWD of two draws of one distribution is sampling noise only: a few units, far below any failure
     assert r["swd_avg"] < 30
@@ -108,12 +109,13 @@ def test_one_repeated_image_has_no_diversity_and_no_recall(scores):
     r = scores["one_image_repeated"]
     assert r["diversity_ratio"] < 0.1
     assert r["ms_ssim_fake"] == pytest.approx(1.0)
-    assert r["recall"] < 0.1
+    assert r["recall"] < 0.1 and r["recall_tolerant"] < 0.1
 
 
 def test_uniform_noise_has_no_precision(scores):
     r = scores["uniform_noise"]
     assert r["precision"] < 0.1 and r["recall"] < 0.1
+    assert r["precision_tolerant"] < 0.1 and r["recall_tolerant"] < 0.1
 
 
 def test_blurred_reals_score_worse_than_sharp(scores):
@@ -122,6 +124,52 @@ def test_blurred_reals_score_worse_than_sharp(scores):
     assert blurred[f"swd_{RES}"] > 3 * sharp[f"swd_{RES}"]   # blur shows first in the finest band
     assert blurred["precision"] < sharp["precision"] - 0.3
     assert blurred["recall"] < sharp["recall"]
+    assert blurred["precision_tolerant"] < sharp["precision_tolerant"] - 0.3
+    assert blurred["recall_tolerant"] < sharp["recall_tolerant"] - 0.3
+
+
+def zoomed(image, factors):
+    """[len(factors), 1, H, W]: `image` [1, H, W] zoomed about its centre (bilinear, background -1)."""
+    _, H, W = image.shape
+    rows, cols = np.mgrid[:H, :W].astype(np.float64)
+    out = []
+    for f in factors:
+        y, x = (rows - (H - 1) / 2) / f + (H - 1) / 2, (cols - (W - 1) / 2) / f + (W - 1) / 2
+        y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
+        value = np.zeros((H, W))
+        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            yy, xx = y0 + dy, x0 + dx
+            weight = (1 - abs(y - yy)) * (1 - abs(x - xx))
+            inside = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            value += weight * np.where(inside, image[0][np.clip(yy, 0, H - 1), np.clip(xx, 0, W - 1)], -1.0)
+        out.append(value)
+    return np.stack(out)[:, None]
+
+
+def test_tolerant_precision_accepts_small_moves_of_a_one_template_set():
+    # the default data's case: one brain, a thin 1-D family of slices (here: one zoom sweep)
+    template = zoomed(brain_like(1, seed=5)[0], np.linspace(0.45, 1.0, 120))
+    rng = np.random.default_rng(6)
+    moved = np.stack([np.roll(image, tuple(rng.choice([-1, 1], 2)), axis=(-2, -1)) for image in template])
+    strict = metrics.precision_recall(template, moved)
+    tolerant = metrics.precision_recall_tolerant(template, moved)
+    # a one-pixel move leaves the exact k-NN manifold (its balls reach about one slice step) ...
+    assert strict["precision"] < 0.5
+    # ... and stays well inside the pose-tolerant one, which still rejects noise and blur
+    assert tolerant["precision_tolerant"] > 0.8 and tolerant["recall_tolerant"] > 0.8
+    noisy = np.clip(template + 0.3 * rng.standard_normal(template.shape), -1, 1)
+    assert metrics.precision_recall_tolerant(template, noisy)["precision_tolerant"] < 0.3
+    assert metrics.precision_recall_tolerant(template, gaussian_blur(template, 2.0))["precision_tolerant"] < 0.3
+
+
+def test_nuisance_augment_is_the_identity_at_zero_range_and_seeded():
+    images = brain_like(6, seed=7)
+    same = metrics.nuisance_augment(images, copies=2, shift=0, rotate=0, scale=0, brightness=0)
+    np.testing.assert_allclose(same, np.concatenate([images, images]), atol=1e-12)
+    a, b = metrics.nuisance_augment(images, seed=1), metrics.nuisance_augment(images, seed=1)
+    assert a.shape == (24, 1, RES, RES) and np.array_equal(a, b)
+    assert not np.array_equal(a, metrics.nuisance_augment(images, seed=2))
+    assert a.min() >= -1 and a.max() <= 1
 
 
 def test_memorisation_flags_copies_of_training_images(reals, other_reals):
