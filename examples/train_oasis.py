@@ -22,7 +22,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg")
-    p.add_argument("--gamma", type=float, help="R1 weight (default 1 at res <= 64)")
+    p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
     p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
     p.add_argument("--cfg", choices=["auto", "bench64", "cpu"], default="auto",
                    help="network config: auto (cpu widths when no GPU answers), bench64, cpu")
