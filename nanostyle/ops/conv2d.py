@@ -11,8 +11,6 @@ backward is a pair of the others (see the Function classes).
 NumPy path: im2col + one BLAS GEMM per pass. The patch matrix is laid out [C*kh*kw, N*Ho*Wo]
 (contiguous, so OpenBLAS gets plain row-major operands), built by one strided-view copy;
 col2im is the adjoint, a slice-add per kernel tap (kh*kw loop iterations, no loop over pixels).
-3x3 stride-1 convolutions (half of StyleGAN2's) take Winograd F(2x2, 3x3) instead (winograd.py):
-2.25x fewer multiplies and a transformed input 4x the input's size instead of 9x.
 `_im2col` and `_col2im` are the seams the CUDA kernels plug into for CuPy arrays.
 """
 import numpy as np
@@ -20,8 +18,6 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor
 from .upfirdn2d import filter_size, parse_padding, upfirdn2d
-from .winograd import (winograd_applies, winograd_conv2d, winograd_conv2d_input_grad,
-                       winograd_conv2d_weight_grad)
 
 
 def _pair(value, name, op="conv2d"):
@@ -90,8 +86,6 @@ def _from_rows(rows, N, Ho, Wo):
 def _conv2d_forward(x, w, stride, padding):
     N, C, H, W = x.shape
     O, _, kh, kw = w.shape
-    if winograd_applies(x, (kh, kw), stride, padding):
-        return winograd_conv2d(x, w, padding)
     Ho = _conv_output_size(H, kh, stride[0], padding[0])
     Wo = _conv_output_size(W, kw, stride[1], padding[1])
     cols = _im2col(x, kh, kw, stride, padding)
@@ -100,16 +94,12 @@ def _conv2d_forward(x, w, stride, padding):
 
 def _conv_transpose2d_forward(g, w, x_shape, stride, padding):
     O, C, kh, kw = w.shape
-    if winograd_applies(g, (kh, kw), stride, padding):
-        return winograd_conv2d_input_grad(g, w, x_shape, padding)
     cols = w.reshape(O, C * kh * kw).T @ _to_rows(g)
     return _col2im(cols, x_shape, kh, kw, stride, padding)
 
 
 def _conv2d_weight_grad_forward(x, g, w_shape, stride, padding):
     O, C, kh, kw = w_shape
-    if winograd_applies(x, (kh, kw), stride, padding):
-        return winograd_conv2d_weight_grad(x, g, padding)
     cols = _im2col(x, kh, kw, stride, padding)
     return (_to_rows(g) @ cols.T).reshape(w_shape)
 
