@@ -18,10 +18,9 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import nanostyle as ns  # noqa: E402
+import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
+import numpy as np  # noqa: E402
 from nanostyle import backend  # noqa: E402
 from nanostyle.ops.adam import adam_step  # noqa: E402
 

@@ -16,11 +16,10 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import nanostyle as ns  # noqa: E402
-from nanostyle import backend  # noqa: E402
+import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
+import numpy as np  # noqa: E402
+from nanostyle import backend, parallel  # noqa: E402
 from nanostyle.losses import StyleGAN2Loss  # noqa: E402
 from nanostyle.optim import Adam, lazy_regularization  # noqa: E402
 from nanostyle.train import build_networks  # noqa: E402
@@ -88,7 +87,9 @@ def measure(config_name, iters, device):
     else:
         results["peak_memory_mb"] = xp.get_default_memory_pool().total_bytes() / 2 ** 20
     results.update(config=config_name, device=device, iters=iters,
-                   malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"))
+                   malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+                   openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+                   nanostyle_threads=parallel.THREADS)
     return results
 
 

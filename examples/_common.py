@@ -5,10 +5,11 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-try:
+try:  # imported before NumPy: nanostyle sets OpenBLAS's thread spin (see nanostyle/__init__.py)
     import nanostyle  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
+    import nanostyle  # noqa: F401
 
 
 def friendly_errors(main):

@@ -8,9 +8,8 @@ and memorisation (distance of samples to their nearest training image vs held-ou
 import argparse
 import json
 
+import _common  # noqa: F401  (first: makes nanostyle importable and imports it before NumPy)
 import numpy as np
-
-import _common  # noqa: F401
 from _common import friendly_errors
 from sample import load_generator
 

@@ -8,9 +8,8 @@
 import argparse
 import os
 
+import _common  # noqa: F401  (first: makes nanostyle importable and imports it before NumPy)
 import numpy as np
-
-import _common  # noqa: F401
 from _common import friendly_errors
 
 

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ..parallel import batch_parallel
 from ..autograd import Function, Tensor
 
 ACTIVATIONS = {
@@ -129,12 +130,21 @@ def _bias_act_forward(x, b, dim, act, alpha, gain, clamp):
     if backend.is_cuda_array(x):
         return _bias_act_forward_cuda(x, b, dim, act, alpha, gain, clamp)
     xp = backend.get_array_module(x)
-    z = x if b is None else x + b.reshape(_bias_shape(x.ndim, dim, b.shape[0]))
-    if act == "lrelu" and clamp is None:
-        # the hot path of every StyleGAN2 layer (CuPy arrays took the kernel above): two passes
-        y = z * z.dtype.type(alpha * gain)
-        np.multiply(z, z.dtype.type(gain), out=y, where=z > 0)
+    bias = None if b is None else b.reshape(_bias_shape(x.ndim, dim, b.shape[0]))
+    if act == "lrelu" and clamp is None and dim != 0:
+        # the hot path of every StyleGAN2 layer (CuPy arrays took the kernel above): two passes,
+        # batch chunks on the thread pool
+        z = x if bias is None else np.empty_like(x)
+        y = np.empty_like(x)
+
+        def lrelu(rows):
+            if bias is not None:
+                np.add(x[rows], bias, out=z[rows])
+            np.multiply(z[rows], z.dtype.type(alpha * gain), out=y[rows])
+            np.multiply(z[rows], z.dtype.type(gain), out=y[rows], where=z[rows] > 0)
+        batch_parallel(lrelu, x.shape[0], x.size)
         return y, z
+    z = x if bias is None else x + bias
     y = _activation(xp, act, z, alpha)
     if gain != 1:
         y = y * y.dtype.type(gain)
@@ -157,8 +167,12 @@ def _bias_act_grad(dy, z, act, alpha, gain, clamp):
     if act == "linear" and clamp is None:
         return dy * dy.dtype.type(gain) if gain != 1 else dy.copy()
     if act == "lrelu" and clamp is None:
-        dz = dy * dy.dtype.type(alpha * gain)
-        np.multiply(dy, dy.dtype.type(gain), out=dz, where=z > 0)
+        dz = np.empty_like(dy)
+
+        def lrelu_grad(rows):
+            np.multiply(dy[rows], dy.dtype.type(alpha * gain), out=dz[rows])
+            np.multiply(dy[rows], dy.dtype.type(gain), out=dz[rows], where=z[rows] > 0)
+        batch_parallel(lrelu_grad, dy.shape[0], dy.size)
         return dz
     dz = dy * _activation_derivative(xp, act, z, alpha)
     if gain != 1:

@@ -18,6 +18,7 @@ kept by the downsampling. Separable (rank-1) filters such as [1,3,3,1] run as tw
 import numpy as np
 
 from .. import backend
+from ..parallel import batch_parallel
 from ..autograd import Function, Tensor
 
 
@@ -173,8 +174,13 @@ def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
     separable = _separate(kernel)
     if separable is not None:
         column_taps, row_taps = separable
-        x = _fir_1d(x, row_taps, up, down, x0, x1, axis=3)
-        return _fir_1d(x, column_taps, up, down, y0, y1, axis=2)
+        out = xp.empty((N, C, out_h, out_w), dtype=x.dtype)
+
+        def fir(rows):                                # one chunk of the batch per thread
+            part = _fir_1d(x[rows], row_taps, up, down, x0, x1, axis=3)
+            out[rows] = _fir_1d(part, column_taps, up, down, y0, y1, axis=2)
+        batch_parallel(fir, N, max(x.size, out.size) * max(up, down))
+        return out
     # 1. zero insertion
     if up > 1:
         upsampled = xp.zeros((N, C, H * up, W * up), dtype=x.dtype)

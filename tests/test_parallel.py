@@ -1,0 +1,53 @@
+"""The thread-pool paths (nanostyle.parallel) give the same bits as the inline ones.
+
+Small arrays run inline (below parallel.MIN_ELEMENTS), so each test lowers the threshold and
+asks for more threads than the batch splits evenly into (5 samples -> chunks 2, 2, 1)."""
+import importlib
+
+import numpy as np
+import pytest
+
+import nanostyle as ns
+from nanostyle import parallel
+from nanostyle.ops import bias_act, setup_filter, upfirdn2d
+
+
+def inline_and_threaded(monkeypatch, compute):
+    monkeypatch.setattr(parallel, "THREADS", 1)
+    inline = compute()
+    monkeypatch.setattr(parallel, "THREADS", 3)
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    return inline, compute()
+
+
+@pytest.mark.parametrize("stride, padding", [((1, 1), (1, 1)), ((2, 2), (0, 1))])
+def test_im2col_and_col2im(monkeypatch, stride, padding):
+    conv = importlib.import_module("nanostyle.ops.conv2d")
+    x = np.random.default_rng(1).standard_normal((5, 3, 9, 8))
+    cols = conv._im2col(x, 3, 3, stride, padding)
+    inline, threaded = inline_and_threaded(monkeypatch, lambda: (
+        conv._im2col(x, 3, 3, stride, padding), conv._col2im(cols, x.shape, 3, 3, stride, padding)))
+    for a, b in zip(inline, threaded):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("up, down", [(2, 1), (1, 2), (1, 1)])
+def test_upfirdn2d(monkeypatch, up, down):
+    x = ns.Tensor(np.random.default_rng(2).standard_normal((5, 3, 8, 7)))
+    f = setup_filter([1, 3, 3, 1])
+    inline, threaded = inline_and_threaded(monkeypatch, lambda: upfirdn2d(x, f, up=up, down=down, padding=1).data)
+    assert np.array_equal(inline, threaded)
+
+
+def test_bias_act_lrelu_forward_and_gradient(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, b, g = rng.standard_normal((5, 4, 6, 6)), rng.standard_normal(4), rng.standard_normal((5, 4, 6, 6))
+
+    def compute():
+        xt, bt = ns.Tensor(x, requires_grad=True), ns.Tensor(b, requires_grad=True)
+        y = bias_act(xt, bt, act="lrelu")
+        gx, gb = ns.grad(y, [xt, bt], grad_outputs=ns.Tensor(g))
+        return y.data, gx.data, gb.data
+    inline, threaded = inline_and_threaded(monkeypatch, compute)
+    for a, c in zip(inline, threaded):
+        assert np.array_equal(a, c)
