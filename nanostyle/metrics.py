@@ -416,6 +416,21 @@ def _nearest_distances(queries, references):
     return np.sqrt(nearest)
 
 
+def _precision_recall_sets(function, real, fake, k, limit, seed):
+    """Checked (real, fake) for a precision/recall, each cut to `limit` random images when larger,
+    and the two sets' random generators (children of `seed`)."""
+    real, fake = _check_images(function, real=real, fake=fake)
+    if k < 1:
+        raise ValueError(f"{function}: k must be >= 1, got {k}")
+    if len(real) <= k or len(fake) <= k:
+        raise ValueError(f"{function}: need more than k={k} images per set, got {len(real)} real "
+                         f"and {len(fake)} fake")
+    rngs = _child_rngs(seed, 2)
+    real, fake = (s[np.sort(rng.choice(len(s), limit, replace=False))] if len(s) > limit else s
+                  for s, rng in zip((real, fake), rngs))
+    return real, fake, rngs
+
+
 def precision_recall(real, fake, k=3, features=None, seed=0, max_samples=10_000):
     """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN balls.
 
@@ -426,17 +441,7 @@ def precision_recall(real, fake, k=3, features=None, seed=0, max_samples=10_000)
     images -> [N, D]. Sets larger than `max_samples` are randomly subsampled with `seed` (the
     default feature map itself is deterministic). Returns {"precision": p, "recall": r}.
     """
-    real, fake = _check_images("precision_recall", real=real, fake=fake)
-    if k < 1:
-        raise ValueError(f"precision_recall: k must be >= 1, got {k}")
-    if len(real) <= k or len(fake) <= k:
-        raise ValueError(f"precision_recall: need more than k={k} images per set, got {len(real)} real "
-                         f"and {len(fake)} fake")
-    real_rng, fake_rng = _child_rngs(seed, 2)
-    if len(real) > max_samples:
-        real = real[np.sort(real_rng.choice(len(real), max_samples, replace=False))]
-    if len(fake) > max_samples:
-        fake = fake[np.sort(fake_rng.choice(len(fake), max_samples, replace=False))]
+    real, fake, _ = _precision_recall_sets("precision_recall", real, fake, k, max_samples, seed)
     real_features, fake_features = _features_of(features, real, real, fake)
     precision = _inside_share(fake_features, real_features, _knn_radii(real_features, k))
     recall = _inside_share(real_features, fake_features, _knn_radii(fake_features, k))
@@ -492,23 +497,15 @@ def precision_recall_tolerant(real, fake, k=3, copies=4, seed=0, max_samples=10_
     `copies` nuisance-moved versions of every real image (the embedding is fit on them), each
     ball reaching the k-th nearest copy of another image (copies of one image are not counted as
     neighbours), and precision is the share of fakes inside that widened real manifold; recall is
-    the share of the (unmoved) reals inside the fake manifold widened the same way. Changes within the nuisance
-    range keep both near 1; blur, noise and wrong anatomy still lower them (see the README's
-    calibration table). Returns {"precision_tolerant", "recall_tolerant"}.
+    the share of the (unmoved) reals inside the fake manifold widened the same way. Changes within
+    the nuisance range keep both near 1; blur, noise and wrong anatomy still lower them (see the
+    README's calibration table). Returns {"precision_tolerant", "recall_tolerant"}.
     """
-    real, fake = _check_images("precision_recall_tolerant", real=real, fake=fake)
-    if k < 1 or copies < 1:
-        raise ValueError(f"precision_recall_tolerant: k and copies must be >= 1, got k={k}, copies={copies}")
-    if len(real) <= k or len(fake) <= k:
-        raise ValueError(f"precision_recall_tolerant: need more than k={k} images per set, got {len(real)} "
-                         f"real and {len(fake)} fake")
-    real_rng, fake_rng = _child_rngs(seed, 2)
-    real_seed, fake_seed = (int(r.integers(2 ** 31)) for r in (real_rng, fake_rng))
-    limit = max(1, max_samples // copies)
-    if len(real) > limit:
-        real = real[np.sort(real_rng.choice(len(real), limit, replace=False))]
-    if len(fake) > limit:
-        fake = fake[np.sort(fake_rng.choice(len(fake), limit, replace=False))]
+    if copies < 1:
+        raise ValueError(f"precision_recall_tolerant: copies must be >= 1, got {copies}")
+    real, fake, rngs = _precision_recall_sets("precision_recall_tolerant", real, fake, k,
+                                              max(1, max_samples // copies), seed)
+    real_seed, fake_seed = (int(rng.integers(2 ** 31)) for rng in rngs)
     wide_real = nuisance_augment(real, copies, seed=real_seed, **nuisance)
     wide_fake = nuisance_augment(fake, copies, seed=fake_seed, **nuisance)
     embedding = Embedding(wide_real)
