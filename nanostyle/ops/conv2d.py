@@ -10,7 +10,8 @@ backward is a pair of the others (see the Function classes).
 
 NumPy path: im2col + one BLAS GEMM per pass. The patch matrix is laid out [C*kh*kw, N*Ho*Wo]
 (contiguous, so OpenBLAS gets plain row-major operands), built by one strided-view copy;
-col2im is the adjoint, a slice-add per kernel tap (kh*kw loop iterations, no loop over pixels).
+col2im is the adjoint, a slice-add per kernel tap (kh*kw loop iterations, no loop over pixels),
+both with the batch split over the thread pool of parallel.py.
 `_im2col` and `_col2im` are the seams the CUDA kernels plug into for CuPy arrays.
 """
 import numpy as np

@@ -174,13 +174,11 @@ def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
     separable = _separate(kernel)
     if separable is not None:
         column_taps, row_taps = separable
-        out = xp.empty((N, C, out_h, out_w), dtype=x.dtype)
-
         def fir(rows):                                # one chunk of the batch per thread
             part = _fir_1d(x[rows], row_taps, up, down, x0, x1, axis=3)
-            out[rows] = _fir_1d(part, column_taps, up, down, y0, y1, axis=2)
-        batch_parallel(fir, N, max(x.size, out.size) * max(up, down))
-        return out
+            return _fir_1d(part, column_taps, up, down, y0, y1, axis=2)
+        parts = batch_parallel(fir, N, max(x.size, N * C * out_h * out_w) * max(up, down))
+        return parts[0] if len(parts) == 1 else xp.concatenate(parts)
     # 1. zero insertion
     if up > 1:
         upsampled = xp.zeros((N, C, H * up, W * up), dtype=x.dtype)
