@@ -1,9 +1,12 @@
 """conv2d, conv_transpose2d, conv2d_resample: forward against direct loops, gradients of first
 and second order, argument errors."""
+import importlib
+
 import numpy as np
 import pytest
 
 import nanostyle as ns
+from nanostyle import blas
 from nanostyle.ops import conv2d, conv_transpose2d, conv2d_resample, setup_filter
 from helpers import check_both_orders, randn
 from test_ops_upfirdn2d import reference_upfirdn2d
@@ -28,11 +31,23 @@ def reference_conv2d(x, w, padding, stride):
     return out
 
 
+@pytest.fixture(params=["shifted", "im2col"])
+def conv_path(request, monkeypatch):
+    """Run a test through the shifted-window GEMMs (where they apply and a direct BLAS is
+    found) and again with im2col forced everywhere."""
+    module = importlib.import_module("nanostyle.ops.conv2d")
+    if request.param == "im2col":
+        monkeypatch.setattr(module, "_shifted_ok", lambda *args: False)
+    elif not blas.available(np.float64):
+        pytest.skip("no direct BLAS found (blas.available() is False): only the im2col path runs")
+    return request.param
+
+
 @pytest.mark.parametrize("k, padding, stride, hw", [
     (3, 1, 1, (5, 7)), (3, 0, 2, (6, 5)), (1, 0, 1, (4, 4)), (3, 1, 2, (5, 5)), (2, 1, 1, (1, 1)),
-    (3, 0, 1, (6, 5)), (3, 2, 1, (4, 3)),
+    (3, 0, 1, (6, 5)), (3, 2, 1, (4, 3)), (5, 2, 1, (6, 7)), (3, 1, 1, (1, 2)),
 ])
-def test_conv2d_forward_and_gradients(k, padding, stride, hw):
+def test_conv2d_forward_and_gradients(k, padding, stride, hw, conv_path):
     rng = np.random.default_rng(k * 10 + padding + stride)
     x, w = randn(rng, 2, 3, *hw), randn(rng, 4, 3, k, k)
     y = conv2d(ns.Tensor(x), ns.Tensor(w), padding=padding, stride=stride).data
@@ -40,7 +55,7 @@ def test_conv2d_forward_and_gradients(k, padding, stride, hw):
     check_both_orders(lambda x, w: conv2d(x, w, padding=padding, stride=stride), [x, w])
 
 
-def test_conv_transpose2d_is_the_adjoint_of_conv2d_and_differentiable():
+def test_conv_transpose2d_is_the_adjoint_of_conv2d_and_differentiable(conv_path):
     rng = np.random.default_rng(7)
     x, w = randn(rng, 2, 3, 7, 7), randn(rng, 3, 4, 3, 3)  # torch layout [C_in, C_out, kh, kw]
     y = conv_transpose2d(ns.Tensor(x), ns.Tensor(w), stride=2, padding=1)
@@ -71,7 +86,7 @@ def reference_conv2d_resample(x, w, f, up, down, padding):
 
 
 @pytest.mark.parametrize("k, up, down", [(3, 2, 1), (1, 2, 1), (3, 1, 2), (1, 1, 2), (3, 1, 1)])
-def test_conv2d_resample_matches_slow_composition_and_gradients(k, up, down):
+def test_conv2d_resample_matches_slow_composition_and_gradients(k, up, down, conv_path):
     rng = np.random.default_rng(100 + k * 10 + up + down)
     f = setup_filter([1, 3, 3, 1], dtype=np.float64)
     x, w = randn(rng, 2, 3, 6, 6), randn(rng, 4, 3, k, k)

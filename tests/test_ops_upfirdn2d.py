@@ -1,4 +1,6 @@
 """upfirdn2d: forward against a direct definition, first/second-order gradients, errors."""
+import importlib
+
 import numpy as np
 import pytest
 
@@ -51,8 +53,17 @@ def _filter(spec, rng):
     return setup_filter(spec, dtype=np.float64)
 
 
+@pytest.fixture(params=["row-gemm", "direct"])
+def row_pass(request, monkeypatch):
+    """Run a test with the row pass as one banded GEMM (narrow images) and again as the direct
+    FIR used above ROW_GEMM_MAX_WIDTH."""
+    if request.param == "direct":
+        monkeypatch.setattr(importlib.import_module("nanostyle.ops.upfirdn2d"), "ROW_GEMM_MAX_WIDTH", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_forward_matches_definition_and_gradients(case):
+def test_forward_matches_definition_and_gradients(case, row_pass):
     rng = np.random.default_rng(len(str(case)))
     f = _filter(case["f"], rng)
     x = randn(rng, 2, 3, 5, 6)

@@ -51,3 +51,18 @@ def test_bias_act_lrelu_forward_and_gradient(monkeypatch):
     inline, threaded = inline_and_threaded(monkeypatch, compute)
     for a, c in zip(inline, threaded):
         assert np.array_equal(a, c)
+
+
+def test_shifted_window_grid_pack_and_unpack(monkeypatch):
+    conv = importlib.import_module("nanostyle.ops.conv2d")
+    x = np.random.default_rng(4).standard_normal((5, 3, 6, 7))
+    grid = conv._Grid(5, 6, 7, 3)
+
+    def compute():
+        packed = grid.pack(x)
+        return packed, grid.unpack(grid._images(packed).reshape(3, -1))
+    inline, threaded = inline_and_threaded(monkeypatch, compute)
+    for a, b in zip(inline, threaded):
+        assert np.array_equal(a, b)
+    assert np.array_equal(inline[1], x)
+    assert np.count_nonzero(inline[0]) == x.size    # zeros everywhere but the pixels

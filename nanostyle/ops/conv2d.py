@@ -8,7 +8,16 @@ Three linear maps close under differentiation, so every derivative of every orde
 With <conv2d(x, w), g> = <x, conv_transpose2d(g, w)> = <w, conv2d_weight_grad(x, g)>, each one's
 backward is a pair of the others (see the Function classes).
 
-NumPy path: im2col + one BLAS GEMM per pass. The patch matrix is laid out [C*kh*kw, N*Ho*Wo]
+NumPy path, "same" convolutions (stride 1, odd square kernel k, padding (k-1)/2: every 3x3 and
+1x1 convolution of the networks) when blas.available(): shifted-window GEMMs, no im2col. The
+batch is laid out once per channel as one flat row (`_Grid`: each image row followed by p zero
+columns, each image by p zero rows, margins shared between neighbours), so the input window of
+kernel tap (ky, kx) is the same flat row shifted by (ky-p)*R + (kx-p): a strided 2-D view that
+BLAS reads in place. Each pass is k*k GEMMs adding into one output (beta = 1) over the grid's
+positions, margins included (1.03x the work at 64 px, 1.27x at 16 px), which costs less than
+writing and reading the k*k-times larger patch matrix.
+
+NumPy path otherwise (strided, or no direct BLAS): im2col + one BLAS GEMM per pass. The patch matrix is laid out [C*kh*kw, N*Ho*Wo]
 (contiguous, so OpenBLAS gets plain row-major operands), built by one strided-view copy;
 col2im is the adjoint, a slice-add per kernel tap (kh*kw loop iterations, no loop over pixels),
 both with the batch split over the thread pool of parallel.py.
@@ -16,7 +25,7 @@ both with the batch split over the thread pool of parallel.py.
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, blas
 from ..parallel import batch_parallel
 from ..autograd import Function, Tensor
 from .upfirdn2d import filter_size, parse_padding, upfirdn2d
@@ -93,7 +102,113 @@ def _from_rows(rows, N, Ho, Wo):
     return xp.ascontiguousarray(rows.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
 
 
+class _Grid:
+    """The shifted-window layout of a batch [N, C, H, W] for a same-size k x k correlation
+    (p = (k-1)/2): per channel one flat row of `size` elements, image n's pixel (y, x) at
+    start + (n*(H+p) + y)*R + x with row stride R = W + p; every other element is zero.
+    Outputs are computed at the L positions start .. start+L-1 (images and their margins)."""
+
+    def __init__(self, N, H, W, k):
+        self.N, self.H, self.W, self.p = N, H, W, (k - 1) // 2
+        self.k, self.R = k, W + self.p
+        self.start = self.p * self.R + self.p
+        self.L = N * (H + self.p) * self.R
+        self.size = self.L + 2 * self.start
+
+    def offset(self, ky, kx):
+        return (ky - self.p) * self.R + (kx - self.p)
+
+    def _images(self, flat):
+        """[C, N, H+p, R] view of the computed positions of a [C, size] or [C, L] buffer."""
+        start = self.start if flat.shape[1] == self.size else 0
+        return flat[:, start:start + self.L].reshape(flat.shape[0], self.N, self.H + self.p, self.R)
+
+    def pack(self, x):
+        """x [N, C, H, W] -> [C, size] with zeros everywhere but the pixels."""
+        N, C, H, W = x.shape
+        flat = np.empty((C, self.size), dtype=x.dtype)
+        flat[:, :self.start] = 0
+        flat[:, self.start + self.L:] = 0
+        view = self._images(flat)
+
+        def fill(rows):                               # one chunk of the batch per thread
+            view[:, rows, H:, :] = 0
+            view[:, rows, :H, W:] = 0
+            view[:, rows, :H, :W] = x[rows].transpose(1, 0, 2, 3)
+        batch_parallel(fill, N, flat.size)
+        return flat
+
+    def unpack(self, flat):
+        """[C, L] computed positions -> [N, C, H, W] contiguous (margins dropped)."""
+        view = self._images(flat)
+        out = np.empty((self.N, flat.shape[0], self.H, self.W), dtype=flat.dtype)
+
+        def copy(rows):
+            out[rows] = view[:, rows, :self.H, :self.W].transpose(1, 0, 2, 3)
+        batch_parallel(copy, self.N, out.size)
+        return out
+
+    def window(self, flat, ky, kx, sign=1):
+        """The [C, L] window of a packed buffer for tap (ky, kx) (sign=-1: the adjoint's shift)."""
+        begin = self.start + sign * self.offset(ky, kx)
+        return flat[:, begin:begin + self.L]
+
+
+def _shifted_ok(x, kh, kw, stride, padding):
+    """True when the shifted-window path applies: NumPy arrays, direct BLAS, stride 1, odd
+    square kernel, 'same' padding."""
+    return (not backend.is_cuda_array(x) and stride == (1, 1) and kh == kw and kh % 2 == 1
+            and padding == ((kh - 1) // 2,) * 2 and blas.available(x.dtype))
+
+
+def _taps(w):
+    """w [O, C, k, k] -> [k, k, O, C] contiguous: one [O, C] matrix per kernel tap."""
+    return np.ascontiguousarray(w.transpose(2, 3, 0, 1))
+
+
+def _conv2d_shifted(x, w):
+    N, C, H, W = x.shape
+    O, _, k, _ = w.shape
+    grid = _Grid(N, H, W, k)
+    packed, taps = grid.pack(x), _taps(w)
+    out = np.empty((O, grid.L), dtype=x.dtype)
+    for i in range(k * k):
+        ky, kx = divmod(i, k)
+        blas.gemm(taps[ky, kx], grid.window(packed, ky, kx), out, beta=0.0 if i == 0 else 1.0)
+    return grid.unpack(out)
+
+
+def _conv_transpose2d_shifted(g, w):
+    """Adjoint in x: gx[r] = sum over taps of w_tap^T g[r - offset(tap)] (g zero off the images)."""
+    N, O, H, W = g.shape
+    _, C, k, _ = w.shape
+    grid = _Grid(N, H, W, k)
+    packed, taps = grid.pack(g), _taps(w)
+    out = np.empty((C, grid.L), dtype=g.dtype)
+    for i in range(k * k):
+        ky, kx = divmod(i, k)
+        blas.gemm(taps[ky, kx], grid.window(packed, ky, kx, sign=-1), out, beta=0.0 if i == 0 else 1.0,
+                  trans_a=True)
+    return grid.unpack(out)
+
+
+def _conv2d_weight_grad_shifted(x, g, k):
+    """Adjoint in w: gw[:, :, ky, kx] = g [O, L] @ window(x, ky, kx)^T (g zero off the images)."""
+    N, C, H, W = x.shape
+    O = g.shape[1]
+    grid = _Grid(N, H, W, k)
+    packed_x, packed_g = grid.pack(x), grid.pack(g)
+    rows = grid.window(packed_g, grid.p, grid.p)      # offset 0: g at the computed positions
+    taps = np.empty((k, k, O, C), dtype=x.dtype)
+    for i in range(k * k):
+        ky, kx = divmod(i, k)
+        blas.gemm(rows, grid.window(packed_x, ky, kx), taps[ky, kx], trans_b=True)
+    return np.ascontiguousarray(taps.transpose(2, 3, 0, 1))
+
+
 def _conv2d_forward(x, w, stride, padding):
+    if _shifted_ok(x, w.shape[2], w.shape[3], stride, padding):
+        return _conv2d_shifted(x, w)
     N, C, H, W = x.shape
     O, _, kh, kw = w.shape
     Ho = _conv_output_size(H, kh, stride[0], padding[0])
@@ -104,12 +219,16 @@ def _conv2d_forward(x, w, stride, padding):
 
 def _conv_transpose2d_forward(g, w, x_shape, stride, padding):
     O, C, kh, kw = w.shape
+    if _shifted_ok(g, kh, kw, stride, padding):
+        return _conv_transpose2d_shifted(g, w)
     cols = w.reshape(O, C * kh * kw).T @ _to_rows(g)
     return _col2im(cols, x_shape, kh, kw, stride, padding)
 
 
 def _conv2d_weight_grad_forward(x, g, w_shape, stride, padding):
     O, C, kh, kw = w_shape
+    if _shifted_ok(x, kh, kw, stride, padding):
+        return _conv2d_weight_grad_shifted(x, g, kh)
     cols = _im2col(x, kh, kw, stride, padding)
     return (_to_rows(g) @ cols.T).reshape(w_shape)
 
