@@ -33,19 +33,22 @@ def reference_conv2d(x, w, padding, stride):
 
 @pytest.fixture(params=["shifted", "im2col"])
 def conv_path(request, monkeypatch):
-    """Run a test through the shifted-window GEMMs (where they apply and a direct BLAS is
-    found) and again with im2col forced everywhere."""
+    """Run a test through the shifted-window GEMMs (stride 1 'same' and phase-split strided,
+    where they apply and a direct BLAS is found) and again with im2col forced everywhere."""
     module = importlib.import_module("nanostyle.ops.conv2d")
     if request.param == "im2col":
         monkeypatch.setattr(module, "_shifted_ok", lambda *args: False)
+        monkeypatch.setattr(module, "_strided_ok", lambda *args: False)
     elif not blas.available(np.float64):
         pytest.skip("no direct BLAS found (blas.available() is False): only the im2col path runs")
+    else:                                             # the windows even for the tests' tiny images
+        monkeypatch.setattr(module, "WINDOW_MIN_PIXELS", dict.fromkeys(module.WINDOW_MIN_PIXELS, 0))
     return request.param
 
 
 @pytest.mark.parametrize("k, padding, stride, hw", [
     (3, 1, 1, (5, 7)), (3, 0, 2, (6, 5)), (1, 0, 1, (4, 4)), (3, 1, 2, (5, 5)), (2, 1, 1, (1, 1)),
-    (3, 0, 1, (6, 5)), (3, 2, 1, (4, 3)), (5, 2, 1, (6, 7)), (3, 1, 1, (1, 2)),
+    (3, 0, 1, (6, 5)), (3, 2, 1, (4, 3)), (5, 2, 1, (6, 7)), (3, 1, 1, (1, 2)), (4, 1, 3, (10, 11)), (2, 0, 2, (5, 4)),
 ])
 def test_conv2d_forward_and_gradients(k, padding, stride, hw, conv_path):
     rng = np.random.default_rng(k * 10 + padding + stride)

@@ -66,3 +66,18 @@ def test_shifted_window_grid_pack_and_unpack(monkeypatch):
         assert np.array_equal(a, b)
     assert np.array_equal(inline[1], x)
     assert np.count_nonzero(inline[0]) == x.size    # zeros everywhere but the pixels
+
+
+def test_phase_grid_pack_and_unpack(monkeypatch):
+    conv = importlib.import_module("nanostyle.ops.conv2d")
+    x = np.random.default_rng(5).standard_normal((5, 3, 9, 8))
+    grid = conv._PhaseGrid(x.shape, 3, 2, 1)
+
+    def compute():
+        phases = grid.pack(x)
+        return phases, grid.unpack(phases[..., grid.start:grid.start + grid.L])
+    inline, threaded = inline_and_threaded(monkeypatch, compute)
+    for a, b in zip(inline, threaded):
+        assert np.array_equal(a, b)
+    assert np.array_equal(inline[1], x)               # every pixel is in exactly one phase
+    assert np.count_nonzero(inline[0]) == x.size
