@@ -65,9 +65,14 @@ def default_device():
 
 
 def get_array_module(*arrays):
-    """numpy or cupy, whichever the arrays live in (numpy for Python scalars)."""
+    """numpy or cupy, whichever the arrays live in (numpy for Python scalars).
+
+    A plain isinstance test rather than cupy.get_array_module: that one imports cupyx.scipy
+    lazily on its first call, which fails when the first call comes from two pool threads at once."""
     if cupy is not None:
-        return cupy.get_array_module(*arrays)
+        for a in arrays:
+            if isinstance(a, cupy.ndarray):
+                return cupy
     return np
 
 

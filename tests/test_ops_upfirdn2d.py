@@ -106,3 +106,13 @@ def test_float32_stays_float32():
 def test_bad_arguments(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 90, 6), (1, 2, 6, 90)])
+def test_tall_or_wide_images_mix_the_banded_and_direct_passes(shape):
+    rng = np.random.default_rng(11)
+    f = setup_filter([1, 3, 3, 1], dtype=np.float64)
+    x = randn(rng, *shape)
+    for up, down, pad in ((2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1))):
+        y = upfirdn2d(ns.Tensor(x), f, up=up, down=down, padding=pad).data
+        np.testing.assert_allclose(y, reference_upfirdn2d(x, f, up, down, pad, False, 1.0), rtol=1e-12, atol=1e-12)

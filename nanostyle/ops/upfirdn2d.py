@@ -157,22 +157,28 @@ def _fir_1d(x, taps, up, down, pad0, pad1, axis):
     return out
 
 
-# Rows up to this many pixels go through _fir_rows_gemm (its cost grows with the width: a
-# [W, W_out] banded matrix, 65 multiply-adds per output at W = 65 against 4 for the direct FIR,
-# which BLAS still does 2x faster than NumPy's passes over the buffers; at 256 it would not).
+# Images up to this many pixels wide (tall) take the row (column) pass as a product with a
+# banded matrix: its cost grows with the size (65 multiply-adds per output at 65 px against 4
+# for the direct FIR), yet BLAS still does it faster than NumPy's passes over zero-padded
+# buffers there (row pass 2.2x, column pass 1.5x at [16, 64, 65, 65]); at 256 it would not.
 ROW_GEMM_MAX_WIDTH = 80
 
 
-def _fir_rows_gemm(x, taps, up, down, pad0, pad1):
-    """_fir_1d along the last axis as one GEMM: x [..., n] @ T [n, n_out], where T holds the
-    upsampling, padding (or cropping), taps and downsampling: T[i, o] = taps[i*up + pad0 - o*down]."""
-    xp = backend.get_array_module(x)
-    n, K = x.shape[-1], len(taps)
+def _band(n, taps, up, down, pad0, pad1, dtype):
+    """The [n, n_out] matrix of one axis of upfirdn: T[i, o] = taps[i*up + pad0 - o*down]
+    (zero outside the taps), so that x @ T upsamples, pads (or crops), filters and downsamples."""
+    K = len(taps)
     out_len = (n * up + pad0 + pad1 - K) // down + 1
     k = np.arange(n)[:, None] * up + pad0 - np.arange(out_len)[None, :] * down
-    band = np.where((k >= 0) & (k < K), np.asarray(taps, dtype=np.float64)[np.clip(k, 0, K - 1)], 0.0)
-    rows = xp.ascontiguousarray(x).reshape(-1, n) @ xp.asarray(band, dtype=x.dtype)
-    return rows.reshape(x.shape[:-1] + (out_len,))
+    return np.where((k >= 0) & (k < K), np.asarray(taps, dtype=np.float64)[np.clip(k, 0, K - 1)], 0.0).astype(dtype)
+
+
+def _fir_rows_gemm(x, taps, up, down, pad0, pad1):
+    """_fir_1d along the last axis as one GEMM: x [..., n] @ T [n, n_out]."""
+    xp = backend.get_array_module(x)
+    band = xp.asarray(_band(x.shape[-1], taps, up, down, pad0, pad1, x.dtype))
+    rows = xp.ascontiguousarray(x).reshape(-1, x.shape[-1]) @ band
+    return rows.reshape(x.shape[:-1] + (band.shape[1],))
 
 
 def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
@@ -194,6 +200,14 @@ def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
         column_taps, row_taps = separable
         if W <= ROW_GEMM_MAX_WIDTH:                   # the row pass as one GEMM, then the column pass
             x = _fir_rows_gemm(x, row_taps, up, down, x0, x1)
+            if H <= ROW_GEMM_MAX_WIDTH:               # T^T @ each image, per chunk of the batch
+                column_band = xp.asarray(_band(H, column_taps, up, down, y0, y1, x.dtype).T.copy())
+                out = xp.empty((N, C, column_band.shape[0], x.shape[3]), dtype=x.dtype)
+
+                def fir(rows):
+                    xp.matmul(column_band, x[rows], out=out[rows])
+                batch_parallel(fir, N, out.size * 4)
+                return out
 
             def fir(rows):
                 return _fir_1d(x[rows], column_taps, up, down, y0, y1, axis=2)
