@@ -18,6 +18,9 @@ def parse_args(argv=None):
     p.add_argument("--data", help="folder of PNG/JPG slices, searched recursively (default: shipped MNI152 slices)")
     p.add_argument("--res", type=int, default=64, help="image resolution, a power of two (default 64)")
     p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D")
+    p.add_argument("--minutes", type=float,
+                   help="wall-clock budget of the training loop: when it is reached the run ends with a final "
+                        "snapshot and metrics (default 55 on the CPU, so the default run fits an hour; 0 = none)")
     p.add_argument("--batch", type=int, help="minibatch size (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
@@ -38,9 +41,9 @@ def main(argv=None):
     from nanostyle.train import TrainConfig, train
     args = parse_args(argv)
     if args.resume:
-        train(TrainConfig(kimg=args.kimg, device=args.device), resume=args.resume)
+        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device), resume=args.resume)
         return
-    config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, batch=args.batch, seed=args.seed,
+    config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
                          snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device)
     train(config)

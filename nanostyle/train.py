@@ -48,6 +48,7 @@ class TrainConfig:
     classes: str = None
     cfg: str = "auto"                # auto | bench64 | cpu | tiny (tests); "auto" picks cpu on a CPU
     kimg: float = None               # thousands of real images to show D; None = preset
+    minutes: float = None            # wall-clock budget of the training loop; None = preset, 0 = none
     batch: int = None
     seed: int = 0
     out: str = None
@@ -95,7 +96,10 @@ class TrainConfig:
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
-            kimg=(30.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
+            kimg=(40.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
+            # the CPU default must end within the hour on a slow 2-core machine too: stop (with a
+            # final snapshot and metrics) at 55 minutes if 40 kimg are not reached by then
+            minutes=55.0 if net == "cpu" else 0.0,
         )
         for key, value in defaults.items():
             if getattr(self, key) is None:
@@ -276,6 +280,8 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
         saved = TrainConfig(**{k: v for k, v in meta["config"].items() if k in TrainConfig.__dataclass_fields__})
         if config.kimg is not None:
             saved.kimg = config.kimg
+        if config.minutes is not None:
+            saved.minutes = config.minutes
         if config.device is not None:
             saved.device = config.device
         config = saved
@@ -308,7 +314,8 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
         log_file.flush()
 
     G_n, D_n = run.G.num_parameters(), run.D.num_parameters()
-    plan = (f"plan: {config.kimg} kimg at batch {config.batch}, network '{config.net}' (G {G_n:,} / D {D_n:,} "
+    budget = f" or {config.minutes:g} minutes, whichever comes first," if config.minutes else ""
+    plan = (f"plan: {config.kimg} kimg{budget} at batch {config.batch}, network '{config.net}' (G {G_n:,} / D {D_n:,} "
             f"parameters), R1 gamma {config.gamma} every {config.r1_interval}, augmentation {config.aug}, "
             f"device {config.device}; snapshots every {config.snap_kimg} kimg into {run_dir}")
     log(plan)
@@ -323,6 +330,8 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg if metrics_nimg else None
     progress = _progress_bar(total_nimg, run.cur_nimg)
     start_time, start_nimg = time.time(), run.cur_nimg
+    budget_s = (config.minutes or 0) * 60
+    reserve_s = 30.0                  # time kept for the final snapshot: the longest metric pass so far
     stats = {}
     try:
         while run.cur_nimg < total_nimg:
@@ -334,14 +343,26 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
             record = dict(kimg=run.cur_nimg / 1000, **{k: v for k, v in stats.items() if not isinstance(v, np.ndarray)},
                           ada_p=run.pipe.p if run.pipe else 0.0, img_per_s=speed)
             run.records.append(record)
-            progress.update(config.batch, record)
+            minutes_left = (budget_s - elapsed) / 60 if budget_s else None
+            progress.update(config.batch, record, minutes_left)
             done = run.cur_nimg >= total_nimg
+            if budget_s and not done and elapsed + reserve_s >= budget_s:
+                message = (f"time budget: {config.minutes:g} minutes reached at {run.cur_nimg / 1000:.3f} kimg "
+                           f"(of {config.kimg}); taking the final snapshot (--minutes 0 trains to --kimg)")
+                log_line(message)
+                progress.write(message)
+                done = True
             if run.cur_nimg >= next_snap or done:
-                _snapshot(run, fixed_z, run_dir, log_line, reals_all,
-                          with_metrics=bool(metrics_nimg) and (run.cur_nimg >= next_metrics or done))
+                snap_start = time.time()
+                with_metrics = bool(metrics_nimg) and (run.cur_nimg >= next_metrics or done)
+                _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics=with_metrics)
+                if with_metrics:
+                    reserve_s = max(reserve_s, 1.2 * (time.time() - snap_start))
                 if metrics_nimg and run.cur_nimg >= next_metrics:
                     next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg
                 next_snap = (run.cur_nimg // snap_nimg + 1) * snap_nimg
+            if done:
+                break
     finally:
         progress.close()
         log_file.close()
@@ -471,14 +492,19 @@ def _progress_bar(total, initial):
             self.bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
                             file=sys.stderr, mininterval=1.0, smoothing=0.1)
 
-        def update(self, n, record):
+        def update(self, n, record, minutes_left=None):
             post = dict(kimg=f"{record['kimg']:.2f}")
+            if minutes_left is not None:
+                post["budget"] = f"{max(minutes_left, 0):.0f} min left"
             for key in ("loss_G", "loss_D", "r1_penalty"):
                 if key in record:
                     post[key.replace("loss_", "")] = f"{record[key]:.3f}"
             post["p"] = f"{record['ada_p']:.2f}"
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(n)
+
+        def write(self, message):
+            self.bar.write(message, file=sys.stderr)
 
         def close(self):
             self.bar.close()

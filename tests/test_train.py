@@ -35,6 +35,26 @@ def test_short_run_leaves_every_artefact(tmp_path):
     assert meta["cur_nimg"] >= 32 and "G_ema/mapping.w_avg" in arrays
 
 
+def test_time_budget_ends_the_run_with_a_final_snapshot(tmp_path):
+    # a budget shorter than the reserve kept for the final snapshot: one iteration, then the end
+    run = train(tiny_config(tmp_path / "run", kimg=10, minutes=1e-4, metrics_kimg=0.032), log_to_stdout=False)
+    arrays, meta = load_checkpoint(os.path.join(run, "latest.npz"))
+    assert meta["cur_nimg"] == 4                      # one batch of 4, not 10 kimg
+    assert "time budget: 0.0001 minutes reached at 0.004 kimg" in open(os.path.join(run, "log.txt")).read()
+    records = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert "swd_avg" in records[-1]                   # the final snapshot has its metrics
+
+
+def test_cpu_preset_fits_the_hour():
+    config = TrainConfig(cfg="cpu", device="cpu")
+    config.preset(log=lambda message: None)
+    assert (config.kimg, config.minutes) == (40.0, 55.0)
+    gpu = TrainConfig(cfg="auto", device="cpu")
+    gpu.cfg, gpu.device = "bench64", "cpu"
+    gpu.preset(log=lambda message: None)
+    assert gpu.minutes == 0.0
+
+
 def test_resume_is_bit_exact(tmp_path):
     # path-length regularisation on, so its running mean must be restored too
     straight = train(tiny_config(tmp_path / "a", kimg=0.064, pl_weight=2.0), log_to_stdout=False)
