@@ -8,19 +8,19 @@ Three linear maps close under differentiation, so every derivative of every orde
 With <conv2d(x, w), g> = <x, conv_transpose2d(g, w)> = <w, conv2d_weight_grad(x, g)>, each one's
 backward is a pair of the others (see the Function classes).
 
-NumPy path, "same" convolutions (stride 1, odd square kernel k, padding (k-1)/2: every 3x3 and
-1x1 convolution of the networks) when blas.available(): shifted-window GEMMs, no im2col. The
-batch is laid out once per channel as one flat row (`_Grid`: each image row followed by p zero
-columns, each image by p zero rows, margins shared between neighbours), so the input window of
-kernel tap (ky, kx) is the same flat row shifted by (ky-p)*R + (kx-p): a strided 2-D view that
-BLAS reads in place. Each pass is k*k GEMMs adding into one output (beta = 1) over the grid's
-positions, margins included (1.03x the work at 64 px, 1.27x at 16 px), which costs less than
-writing and reading the k*k-times larger patch matrix.
-
-NumPy path otherwise (strided, or no direct BLAS): im2col + one BLAS GEMM per pass. The patch matrix is laid out [C*kh*kw, N*Ho*Wo]
-(contiguous, so OpenBLAS gets plain row-major operands), built by one strided-view copy;
-col2im is the adjoint, a slice-add per kernel tap (kh*kw loop iterations, no loop over pixels),
-both with the batch split over the thread pool of parallel.py.
+NumPy paths. Window GEMMs (when blas.available(), i.e. NumPy's own OpenBLAS can be called
+directly): the batch is laid out once per channel as one flat zero-margined row, so the input
+window of a kernel tap is that row shifted by a constant, a strided 2-D view BLAS reads in
+place; a pass is then k*k GEMMs adding into one output (beta = 1) instead of one GEMM on a
+k*k-times larger patch matrix that must be written and read. `_Grid` serves the "same"
+convolutions (stride 1, odd square kernel, padding (k-1)/2; margins shared between
+neighbouring rows and images: 1.03x the work at 64 px, 1.27x at 16 px), `_PhaseGrid` strided
+ones (each tap reads one of s*s phases of the input). Small images with many channels run
+faster as im2col (one GEMM with K = 9C), so each pass picks by output size
+(WINDOW_MIN_PIXELS). Otherwise im2col + one BLAS GEMM per pass: the patch matrix is laid out
+[C*kh*kw, N*Ho*Wo] (contiguous, so OpenBLAS gets plain row-major operands), built by one
+strided-view copy; col2im is the adjoint, a slice-add per kernel tap (kh*kw loop iterations,
+no loop over pixels), both with the batch split over the thread pool of parallel.py.
 `_im2col` and `_col2im` are the seams the CUDA kernels plug into for CuPy arrays.
 """
 import numpy as np
@@ -102,6 +102,17 @@ def _from_rows(rows, N, Ho, Wo):
     return xp.ascontiguousarray(rows.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
 
 
+def _corners(blocks, H, W):
+    """The top-left H x W of every block of a [C, N, Hb, Wb] view, as [N, C, H, W] contiguous."""
+    C, N = blocks.shape[:2]
+    out = np.empty((N, C, H, W), dtype=blocks.dtype)
+
+    def copy(rows):                                   # one chunk of the batch per thread
+        out[rows] = blocks[:, rows, :H, :W].transpose(1, 0, 2, 3)
+    batch_parallel(copy, N, out.size)
+    return out
+
+
 class _Grid:
     """The shifted-window layout of a batch [N, C, H, W] for a same-size k x k correlation
     (p = (k-1)/2): per channel one flat row of `size` elements, image n's pixel (y, x) at
@@ -140,13 +151,7 @@ class _Grid:
 
     def unpack(self, flat):
         """[C, L] computed positions -> [N, C, H, W] contiguous (margins dropped)."""
-        view = self._images(flat)
-        out = np.empty((self.N, flat.shape[0], self.H, self.W), dtype=flat.dtype)
-
-        def copy(rows):
-            out[rows] = view[:, rows, :self.H, :self.W].transpose(1, 0, 2, 3)
-        batch_parallel(copy, self.N, out.size)
-        return out
+        return _corners(self._images(flat), self.H, self.W)
 
     def window(self, flat, ky, kx, sign=1):
         """The [C, L] window of a packed buffer for tap (ky, kx) (sign=-1: the adjoint's shift)."""
@@ -178,29 +183,18 @@ def _taps(w):
     return np.ascontiguousarray(w.transpose(2, 3, 0, 1))
 
 
-def _conv2d_shifted(x, w):
-    N, C, H, W = x.shape
-    O, _, k, _ = w.shape
+def _conv2d_shifted(x, w, adjoint=False):
+    """conv2d(x, w) as window GEMMs; adjoint=True: x is an output-shaped g and the result is
+    the adjoint in x, gx[r] = sum over taps of w_tap^T g[r - offset(tap)] (g zero off the images)."""
+    N, _, H, W = x.shape
+    O, C, k, _ = w.shape
     grid = _Grid(N, H, W, k)
     packed, taps = grid.pack(x), _taps(w)
-    out = np.empty((O, grid.L), dtype=x.dtype)
+    out = np.empty((C if adjoint else O, grid.L), dtype=x.dtype)
     for i in range(k * k):
         ky, kx = divmod(i, k)
-        blas.gemm(taps[ky, kx], grid.window(packed, ky, kx), out, beta=0.0 if i == 0 else 1.0)
-    return grid.unpack(out)
-
-
-def _conv_transpose2d_shifted(g, w):
-    """Adjoint in x: gx[r] = sum over taps of w_tap^T g[r - offset(tap)] (g zero off the images)."""
-    N, O, H, W = g.shape
-    _, C, k, _ = w.shape
-    grid = _Grid(N, H, W, k)
-    packed, taps = grid.pack(g), _taps(w)
-    out = np.empty((C, grid.L), dtype=g.dtype)
-    for i in range(k * k):
-        ky, kx = divmod(i, k)
-        blas.gemm(taps[ky, kx], grid.window(packed, ky, kx, sign=-1), out, beta=0.0 if i == 0 else 1.0,
-                  trans_a=True)
+        blas.gemm(taps[ky, kx], grid.window(packed, ky, kx, sign=-1 if adjoint else 1), out,
+                  beta=0.0 if i == 0 else 1.0, trans_a=adjoint)
     return grid.unpack(out)
 
 
@@ -299,13 +293,7 @@ class _PhaseGrid:
 
     def unpack_output(self, flat):
         """[O, L] computed positions -> [N, O, Ho, Wo] contiguous."""
-        blocks = self._blocks(flat)
-        out = np.empty((self.N, flat.shape[0], self.Ho, self.Wo), dtype=flat.dtype)
-
-        def copy(chunk):
-            out[chunk] = blocks[:, chunk, :self.Ho, :self.Wo].transpose(1, 0, 2, 3)
-        batch_parallel(copy, self.N, out.size)
-        return out
+        return _corners(self._blocks(flat), self.Ho, self.Wo)
 
     def window(self, flat, ky, kx, sign=1):
         begin = self.start + sign * ((ky // self.s) * self.R + kx // self.s)
@@ -376,7 +364,7 @@ def _conv_transpose2d_forward(g, w, x_shape, stride, padding):
     O, C, kh, kw = w.shape
     if _windows_pay("input", g.shape[2] * g.shape[3]):
         if _shifted_ok(g, kh, kw, stride, padding):
-            return _conv_transpose2d_shifted(g, w)
+            return _conv2d_shifted(g, w, adjoint=True)
         if _strided_ok(g, kh, kw, stride, padding):
             return _conv_transpose2d_strided(g, w, x_shape, stride[0], padding[0])
     cols = w.reshape(O, C * kh * kw).T @ _to_rows(g)
