@@ -355,8 +355,9 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
             if run.cur_nimg >= next_snap or done:
                 snap_start = time.time()
                 with_metrics = bool(metrics_nimg) and (run.cur_nimg >= next_metrics or done)
-                _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics=with_metrics)
+                record = _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics, progress.write)
                 if with_metrics:
+                    progress.diversity = record.get("diversity_ratio", progress.diversity)
                     reserve_s = max(reserve_s, 1.2 * (time.time() - snap_start))
                 if metrics_nimg and run.cur_nimg >= next_metrics:
                     next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg
@@ -435,7 +436,8 @@ def _check_finite(loss, what, run):
             f"Resume from it with a lower learning rate or a larger --gamma")
 
 
-def _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics):
+def _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics, say=print):
+    """Fakes grid, metrics (with_metrics), checkpoints and plots; returns the metrics record."""
     kimg = run.cur_nimg / 1000
     tag = f"{kimg:08.3f}"  # fixed width, so file names sort in training order
     images = generate(run.G_ema, z=fixed_z)
@@ -446,7 +448,7 @@ def _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics):
     record = dict(kimg=kimg, **{k: v for k, v in run.records[-1].items() if k != "kimg"}) if run.records else {"kimg": kimg}
     if with_metrics:
         record.update(_quick_metrics(run.G_ema, reals_all, log_line))
-        _guard_collapse(record, log_line)
+        _guard_collapse(record, log_line, say)
     with open(os.path.join(run_dir, "metrics.jsonl"), "a") as handle:
         handle.write(json.dumps(record) + "\n")
     arrays, meta = run.state()
@@ -461,6 +463,7 @@ def _snapshot(run, fixed_z, run_dir, log_line, reals_all, with_metrics):
     viz.make_gif(sorted(glob.glob(os.path.join(run_dir, "fakes-*.png"))), os.path.join(run_dir, "training.gif"))
     log_line(f"snapshot {kimg:.3f} kimg: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                          for k, v in record.items()}))
+    return record
 
 
 def _quick_metrics(G_ema, reals_all, log_line):
@@ -474,20 +477,34 @@ def _quick_metrics(G_ema, reals_all, log_line):
     return {k: float(v) for k, v in results.items()}
 
 
-def _guard_collapse(record, log_line):
+COLLAPSE_RATIO = 0.5   # generated diversity below this share of the real diversity: warn
+
+
+def _guard_collapse(record, log_line, say):
+    """Say so, on a line of its own and in log.txt, when the samples are much less varied than
+    the data; the progress line keeps saying it until the next metrics (Bar.update)."""
     ratio = record.get("diversity_ratio")
-    if ratio is not None and ratio < 0.5:
+    if ratio is not None and ratio < COLLAPSE_RATIO:
         message = (f"warning: possible mode collapse at {record['kimg']:.3f} kimg: generated diversity is "
-                   f"{ratio:.2f} of the real diversity (below 0.5)")
-        print(message, file=sys.stderr, flush=True)
+                   f"{ratio:.2f} of the real diversity (below {COLLAPSE_RATIO})")
+        say(message)
         log_line(message)
         record["collapse_warning"] = True
+
+
+def _diversity_note(ratio):
+    """The progress line's diversity field: the ratio, and a plain warning when it is low."""
+    if ratio is None:
+        return None
+    return f"{ratio:.2f} LOW: possible collapse" if ratio < COLLAPSE_RATIO else f"{ratio:.2f}"
 
 
 def _progress_bar(total, initial):
     from tqdm import tqdm
 
     class Bar:
+        diversity = None                 # the latest generated/real diversity ratio, once measured
+
         def __init__(self):
             self.bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
                             file=sys.stderr, mininterval=1.0, smoothing=0.1)
@@ -500,6 +517,8 @@ def _progress_bar(total, initial):
                 if key in record:
                     post[key.replace("loss_", "")] = f"{record[key]:.3f}"
             post["p"] = f"{record['ada_p']:.2f}"
+            if self.diversity is not None:
+                post["diversity"] = _diversity_note(self.diversity)
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(n)
 
