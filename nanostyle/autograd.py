@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 
 from . import backend
+from .parallel import binary
 
 _grad_enabled = True
 
@@ -435,7 +436,7 @@ def _unbroadcast(g, shape):
 
 class Add(Function):
     def forward(self, a, b):
-        return a + b
+        return binary(np.add, a, b)
 
     def backward(self, g):
         a, b = self.inputs
@@ -453,7 +454,7 @@ class Sub(Function):
 
 class Mul(Function):
     def forward(self, a, b):
-        return a * b
+        return binary(np.multiply, a, b)
 
     def backward(self, g):
         a, b = self.inputs

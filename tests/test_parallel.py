@@ -81,3 +81,31 @@ def test_phase_grid_pack_and_unpack(monkeypatch):
         assert np.array_equal(a, b)
     assert np.array_equal(inline[1], x)               # every pixel is in exactly one phase
     assert np.count_nonzero(inline[0]) == x.size
+
+
+@pytest.mark.parametrize("ufunc", [np.add, np.subtract, np.multiply])
+@pytest.mark.parametrize("shape_a, shape_b", [
+    ((5, 4, 6, 7), (5, 4, 1, 1)),      # per sample and channel (demodulation, modulation)
+    ((5, 4, 6, 7), (5, 1, 6, 7)),      # noise shared over the channels
+    ((5, 4, 6, 7), (4, 1, 1)),         # per channel (a bias), fewer dimensions
+    ((1, 4, 6, 7), (5, 4, 6, 7)),      # the larger operand second
+    ((5, 3), ()),                      # a 0-d array
+])
+def test_binary_ops(monkeypatch, ufunc, shape_a, shape_b):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(shape_a).astype(np.float32)
+    b = rng.standard_normal(shape_b)                      # float64: the result is float64, as with the operator
+    inline, threaded = inline_and_threaded(monkeypatch, lambda: parallel.binary(ufunc, a, b))
+    expected = ufunc(a, b)
+    for result in (inline, threaded):
+        assert result.dtype == expected.dtype and result.shape == expected.shape
+        assert np.array_equal(result, expected)
+    assert np.array_equal(parallel.binary(ufunc, b.astype(np.float32), a), ufunc(b.astype(np.float32), a))
+
+
+def test_binary_keeps_scalars_and_other_arrays_on_the_operator(monkeypatch):
+    monkeypatch.setattr(parallel, "THREADS", 3)
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    a = np.arange(12.0).reshape(4, 3)
+    assert np.array_equal(parallel.binary(np.multiply, a, 2.0), a * 2.0)
+    assert parallel.binary(np.add, 2, 3) == 5

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
+from ..parallel import binary
 from .conv2d import conv2d_resample
 
 DEMODULATION_EPS = 1e-8
@@ -29,7 +30,7 @@ def _modulate_forward(x, styles):
     if backend.is_cuda_array(x):
         return _modulate_forward_cuda(x, styles)
     N, I = styles.shape
-    return x * styles.reshape(N, I, 1, 1)
+    return binary(np.multiply, x, styles.reshape(N, I, 1, 1))
 
 
 def _style_grad_forward(g, x):

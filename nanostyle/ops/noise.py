@@ -6,6 +6,7 @@ CUDA kernel performs). `_noise_forward` / `_noise_strength_grad` are the kernel 
 """
 from .. import backend
 from ..autograd import Function, Tensor
+from ..parallel import binary
 
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 def _noise_forward(x, noise, strength):
     if backend.is_cuda_array(x):
         return _noise_forward_cuda(x, noise, strength)
-    return x + noise * strength.reshape(())
+    return binary(np.add, x, noise * strength.reshape(()))
 
 
 def _noise_strength_grad(g, noise):
