@@ -1,11 +1,12 @@
 """Split NumPy work over the batch on a small thread pool.
 
 OpenBLAS spreads each GEMM over the cores, but NumPy's own loops (copies, slice-adds,
-elementwise chains) run on one core; they release the GIL, so chunks of a batch given to
-threads run at once. `batch_parallel(fn, n, size)` calls fn(rows) for chunks `rows` (slices)
-of range(n), each writing its own part of an output or returning its part, and returns the
-chunks' results in order. Small work (below MIN_ELEMENTS) runs inline as one chunk, as does
-everything when NANOSTYLE_NUM_THREADS=1.
+elementwise chains) run on one core; they release the GIL, so chunks of a batch given to threads
+run at once. `batch_parallel(fn, n, size)` calls fn(rows) for chunks `rows` (slices) of
+range(n), each writing its own part of an output or returning its part, and returns the chunks'
+results in order; `binary(ufunc, a, b)` splits a large broadcasting sum or product the same way.
+Small work (below MIN_ELEMENTS) runs inline as one chunk, as does everything when
+NANOSTYLE_NUM_THREADS=1.
 """
 import math
 import operator
