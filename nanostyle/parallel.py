@@ -38,16 +38,17 @@ _OPERATORS = {np.add: operator.add, np.subtract: operator.sub, np.multiply: oper
 
 
 def binary(ufunc, a, b):
-    """a + b, a - b or a * b (ufunc np.add, np.subtract, np.multiply) with the same bits, split over the leading axis of the
-    result on the pool when the result is large (the per-channel scalings and noise additions
-    of the 64-px layers: 2.8 -> 1.5 ms for a [16, 64, 64, 64] float32 product on 2 cores)."""
+    """a + b, a - b or a * b (ufunc np.add, np.subtract, np.multiply), the same bits, split over
+    the leading axis of the result on the pool when the result is large (the per-channel scalings
+    and noise additions of the 64-px layers: 2.8 -> 1.5 ms for a [16, 64, 64, 64] float32
+    product on 2 cores)."""
     inline = _OPERATORS[ufunc]                     # the operator: CuPy arrays and scalars as before
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or THREADS <= 1:
         return inline(a, b)
     shape = np.broadcast_shapes(a.shape, b.shape)
     if not shape or shape[0] < 2 or math.prod(shape) < MIN_ELEMENTS:
         return inline(a, b)
-    out = np.empty(shape, dtype=ufunc(a.flat[:1], b.flat[:1]).dtype)   # the dtype ufunc(a, b) gives
+    out = np.empty(shape, dtype=np.result_type(a, b))
     a = a.reshape((1,) * (len(shape) - a.ndim) + a.shape)
     b = b.reshape((1,) * (len(shape) - b.ndim) + b.shape)
 

@@ -60,7 +60,7 @@ def test_shifted_window_grid_pack_and_unpack(monkeypatch):
 
     def compute():
         packed = grid.pack(x)
-        return packed, grid.unpack(grid._images(packed).reshape(3, -1))
+        return packed, grid.unpack(grid.blocks(packed).reshape(3, -1))
     inline, threaded = inline_and_threaded(monkeypatch, compute)
     for a, b in zip(inline, threaded):
         assert np.array_equal(a, b)
@@ -75,7 +75,7 @@ def test_phase_grid_pack_and_unpack(monkeypatch):
 
     def compute():
         phases = grid.pack(x)
-        return phases, grid.unpack(phases[..., grid.start:grid.start + grid.L])
+        return phases, grid.unpack(grid.computed(phases))
     inline, threaded = inline_and_threaded(monkeypatch, compute)
     for a, b in zip(inline, threaded):
         assert np.array_equal(a, b)

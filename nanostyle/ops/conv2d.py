@@ -113,26 +113,45 @@ def _corners(blocks, H, W):
     return out
 
 
-class _Grid:
+class _FlatLayout:
+    """Per channel one flat row of `size` elements: `start` zeros, then N blocks of Hb x Wb
+    (row stride R = Wb), then `start` zeros. Outputs are computed at the L = N*Hb*Wb positions
+    after the first `start` (blocks(): as [..., N, Hb, Wb]); the window of kernel tap (ky, kx)
+    is those L positions shifted by the subclass's offset(ky, kx), a strided view BLAS reads."""
+
+    def __init__(self, N, Hb, Wb, margin):
+        self.N, self.Hb, self.Wb, self.R = N, Hb, Wb, Wb
+        self.start = margin * self.R + margin
+        self.L = N * Hb * Wb
+        self.size = self.L + 2 * self.start
+
+    def computed(self, flat):
+        """The L computed positions of a [..., size] buffer."""
+        return flat[..., self.start:self.start + self.L]
+
+    def blocks(self, flat):
+        """[..., N, Hb, Wb] view of the computed positions of a [..., size] or [..., L] buffer."""
+        flat = self.computed(flat) if flat.shape[-1] == self.size else flat
+        return flat.reshape(flat.shape[:-1] + (self.N, self.Hb, self.Wb))
+
+    def window(self, flat, ky, kx, sign=1):
+        """The [C, L] window of a packed buffer for tap (ky, kx) (sign=-1: the adjoint's shift)."""
+        begin = self.start + sign * self.offset(ky, kx)
+        return flat[:, begin:begin + self.L]
+
+
+class _Grid(_FlatLayout):
     """The shifted-window layout of a batch [N, C, H, W] for a same-size k x k correlation
-    (p = (k-1)/2): per channel one flat row of `size` elements, image n's pixel (y, x) at
-    start + (n*(H+p) + y)*R + x with row stride R = W + p; every other element is zero.
-    Outputs are computed at the L positions start .. start+L-1 (images and their margins)."""
+    (p = (k-1)/2): blocks of (H+p) x (W+p), image n's pixel (y, x) at start + (n*(H+p) + y)*R + x,
+    zero elsewhere. Neighbouring images share their p-wide margins, since every tap shifts by
+    at most p rows and p columns either way."""
 
     def __init__(self, N, H, W, k):
-        self.N, self.H, self.W, self.p = N, H, W, (k - 1) // 2
-        self.k, self.R = k, W + self.p
-        self.start = self.p * self.R + self.p
-        self.L = N * (H + self.p) * self.R
-        self.size = self.L + 2 * self.start
+        self.H, self.W, self.p = H, W, (k - 1) // 2
+        super().__init__(N, H + self.p, W + self.p, margin=self.p)
 
     def offset(self, ky, kx):
         return (ky - self.p) * self.R + (kx - self.p)
-
-    def _images(self, flat):
-        """[C, N, H+p, R] view of the computed positions of a [C, size] or [C, L] buffer."""
-        start = self.start if flat.shape[1] == self.size else 0
-        return flat[:, start:start + self.L].reshape(flat.shape[0], self.N, self.H + self.p, self.R)
 
     def pack(self, x):
         """x [N, C, H, W] -> [C, size] with zeros everywhere but the pixels."""
@@ -140,7 +159,7 @@ class _Grid:
         flat = np.empty((C, self.size), dtype=x.dtype)
         flat[:, :self.start] = 0
         flat[:, self.start + self.L:] = 0
-        view = self._images(flat)
+        view = self.blocks(flat)
 
         def fill(rows):                               # one chunk of the batch per thread
             view[:, rows, H:, :] = 0
@@ -151,12 +170,7 @@ class _Grid:
 
     def unpack(self, flat):
         """[C, L] computed positions -> [N, C, H, W] contiguous (margins dropped)."""
-        return _corners(self._images(flat), self.H, self.W)
-
-    def window(self, flat, ky, kx, sign=1):
-        """The [C, L] window of a packed buffer for tap (ky, kx) (sign=-1: the adjoint's shift)."""
-        begin = self.start + sign * self.offset(ky, kx)
-        return flat[:, begin:begin + self.L]
+        return _corners(self.blocks(flat), self.H, self.W)
 
 
 # Output pixels per image from which the window paths beat im2col, per pass (measured on a 2-core
@@ -204,7 +218,7 @@ def _conv2d_weight_grad_shifted(x, g, k):
     O = g.shape[1]
     grid = _Grid(N, H, W, k)
     packed_x, packed_g = grid.pack(x), grid.pack(g)
-    rows = grid.window(packed_g, grid.p, grid.p)      # offset 0: g at the computed positions
+    rows = grid.computed(packed_g)
     taps = np.empty((k, k, O, C), dtype=x.dtype)
     for i in range(k * k):
         ky, kx = divmod(i, k)
@@ -212,31 +226,24 @@ def _conv2d_weight_grad_shifted(x, g, k):
     return np.ascontiguousarray(taps.transpose(2, 3, 0, 1))
 
 
-class _PhaseGrid:
+class _PhaseGrid(_FlatLayout):
     """The shifted-window layout for a k x k correlation with stride s >= 2 and padding p.
 
     The zero-padded input splits into s*s phases ph[a, b][i, j] = xpad[s*i + a, s*j + b]; tap
     (ky, kx) reads only phase (ky % s, kx % s), at the output's own position shifted by
-    (ky // s, kx // s). Each phase is laid out like _Grid: per channel one flat row of N blocks
-    of Hb x Wb (the output size plus d = (k-1)//s), row stride R = Wb, after `start` =
-    d*R + d zeros and with as many after; outputs are the first Ho x Wo pixels of each block.
+    (ky // s, kx // s). Each phase is one _FlatLayout of blocks the output size plus
+    d = (k-1)//s, with a margin of d; outputs are the first Ho x Wo pixels of each block.
     So a strided convolution is k*k GEMMs on windows too, with no patch matrix and no col2im."""
 
     def __init__(self, x_shape, k, s, p):
         N, _, H, W = x_shape
-        self.N, self.H, self.W, self.k, self.s, self.p = N, H, W, k, s, p
+        self.H, self.W, self.s, self.p = H, W, s, p
         self.Ho, self.Wo = _conv_output_size(H, k, s, p), _conv_output_size(W, k, s, p)
         d = (k - 1) // s
-        self.Hb, self.Wb = self.Ho + d, self.Wo + d
-        self.R = self.Wb
-        self.start = d * self.R + d
-        self.L = N * self.Hb * self.Wb
-        self.size = self.L + 2 * self.start
+        super().__init__(N, self.Ho + d, self.Wo + d, margin=d)
 
-    def _blocks(self, flat):
-        """[C, N, Hb, Wb] view of the computed positions of a [C, size] or [C, L] buffer."""
-        start = self.start if flat.shape[-1] == self.size else 0
-        return flat[..., start:start + self.L].reshape(flat.shape[:-1] + (self.N, self.Hb, self.Wb))
+    def offset(self, ky, kx):
+        return (ky // self.s) * self.R + kx // self.s
 
     def _phase_rows(self, a, n_in, n_block):
         """(block slice, input slice) of phase offset a along one axis, or None if empty."""
@@ -260,7 +267,7 @@ class _PhaseGrid:
         """x [N, C, H, W] -> phases [s, s, C, size], zero but for the input's pixels."""
         N, C = x.shape[:2]
         phases = np.zeros((self.s, self.s, C, self.size), dtype=x.dtype)
-        blocks = self._blocks(phases)
+        blocks = self.blocks(phases)
 
         def fill(chunk):
             for a, b, (bi, si), (bj, sj) in self._phase_pairs():
@@ -271,7 +278,7 @@ class _PhaseGrid:
     def unpack(self, phases):
         """The adjoint of pack: phases [s, s, C, L] -> x [N, C, H, W] (pixels no phase holds: 0)."""
         C = phases.shape[2]
-        blocks = self._blocks(phases)
+        blocks = self.blocks(phases)
         x = np.zeros((self.N, C, self.H, self.W), dtype=phases.dtype)
 
         def copy(chunk):
@@ -284,7 +291,7 @@ class _PhaseGrid:
         """An output-shaped g [N, O, Ho, Wo] -> [O, size], zero off the output pixels."""
         O = g.shape[1]
         flat = np.zeros((O, self.size), dtype=g.dtype)
-        blocks = self._blocks(flat)
+        blocks = self.blocks(flat)
 
         def fill(chunk):
             blocks[:, chunk, :self.Ho, :self.Wo] = g[chunk].transpose(1, 0, 2, 3)
@@ -293,11 +300,7 @@ class _PhaseGrid:
 
     def unpack_output(self, flat):
         """[O, L] computed positions -> [N, O, Ho, Wo] contiguous."""
-        return _corners(self._blocks(flat), self.Ho, self.Wo)
-
-    def window(self, flat, ky, kx, sign=1):
-        begin = self.start + sign * ((ky // self.s) * self.R + kx // self.s)
-        return flat[:, begin:begin + self.L]
+        return _corners(self.blocks(flat), self.Ho, self.Wo)
 
 
 def _strided_ok(x, kh, kw, stride, padding):
@@ -334,11 +337,9 @@ def _conv_transpose2d_strided(g, w, x_shape, s, p):
 
 
 def _conv2d_weight_grad_strided(x, g, k, s, p):
-    N, C = x.shape[:2]
-    O = g.shape[1]
+    C, O = x.shape[1], g.shape[1]
     grid = _PhaseGrid(x.shape, k, s, p)
-    phases, packed = grid.pack(x), grid.pack_output(g)
-    rows = packed[:, grid.start:grid.start + grid.L]
+    phases, rows = grid.pack(x), grid.computed(grid.pack_output(g))
     taps = np.empty((k, k, O, C), dtype=x.dtype)
     for i in range(k * k):
         ky, kx = divmod(i, k)
