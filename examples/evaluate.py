@@ -9,7 +9,6 @@ import argparse
 import json
 
 import _common  # noqa: F401  (first: makes nanostyle importable and imports it before NumPy)
-import numpy as np
 from _common import friendly_errors
 from sample import load_generator
 
@@ -26,20 +25,20 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from nanostyle import metrics
-    from nanostyle.data import load_default_dataset, load_image_folder, to_float
+    from nanostyle.data import heldout_split, load_default_dataset, load_image_folder, slice_groups, to_float
     from nanostyle.train import generate
     G, meta = load_generator(args.ckpt)
     res = meta["config"]["res"]
     data = args.data or meta["config"].get("data")
     dataset = load_image_folder(data, res) if data else load_default_dataset(res)
     reals = to_float(dataset.images)
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(reals))
-    # Memorisation compares samples with a held-out fifth of the reals: both measured against
-    # the other four fifths (the held-out images were seen in training too, so this is a lower
-    # bound on how far an unseen brain would be; a ratio well below 1 still flags copying).
-    n_held = max(len(reals) // 5, 2)
-    heldout, rest = reals[order[:n_held]], reals[order[n_held:]]
+    # Memorisation compares samples with held-out reals, both measured against the remaining
+    # slices. Whole groups are held out (OASIS subjects; on other data runs of 8 neighbouring
+    # slices), so a held-out slice has no near-twin left in the reference set. The model saw
+    # these slices in training too, so this is a lower bound on how far an unseen brain would
+    # be; a ratio well below 1 still flags copying.
+    rest, held = heldout_split(slice_groups(dataset), fraction=0.2, seed=args.seed)
+    heldout, rest = reals[held], reals[rest]
     fakes = generate(G, seeds=range(100_000, 100_000 + args.num), truncation_psi=args.trunc, noise_mode="random")
     results = metrics.evaluate(reals, fakes, train=rest, heldout=heldout, seed=args.seed)
     results.update(kimg=meta["cur_nimg"] / 1000, num_fake=len(fakes), num_real=len(reals))

@@ -16,6 +16,7 @@ and the options), so a second run starts at once and a changed file rebuilds the
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -208,6 +209,46 @@ def load_default_dataset(res):
     images = np.stack([preprocess(s, res) for s in slices])[:, None]
     return SliceDataset(images, np.zeros(len(images), np.int64), [],
                         [f"mni152:axial{i}" for i in range(len(images))], [], "default: MNI152 2009a axial slices")
+
+
+_SUBJECT = re.compile(r"case_(\d+)")   # OASIS file names: case_001_slice_0.nii.png
+
+
+def slice_groups(dataset, block=8):
+    """A group number per slice, for held-out splits that hold out neighbours together.
+
+    When every file name carries an OASIS subject (`case_NNN`), the group is the subject, so a
+    held-out brain is unseen as a whole. Otherwise (the default data: one brain's axial slices in
+    anatomical order; or any folder without subject names) groups are runs of `block` consecutive
+    slices in file order (fewer when that would make fewer than 5 groups): a held-out slice's
+    neighbours, nearly the same image, go with it."""
+    if block < 1:
+        raise ValueError(f"slice_groups: block must be >= 1, got {block}")
+    subjects = [_SUBJECT.search(os.path.basename(f)) for f in dataset.files]
+    if subjects and len(subjects) == len(dataset) and all(subjects):
+        _, groups = np.unique([int(m.group(1)) for m in subjects], return_inverse=True)
+        return groups.astype(np.int64)
+    block = max(1, min(block, len(dataset) // 5))
+    return np.arange(len(dataset), dtype=np.int64) // block
+
+
+def heldout_split(groups, fraction=0.2, seed=0):
+    """(train, heldout) index arrays: whole groups, drawn at random, held out until at least
+    `fraction` of the slices are (at least one group, never all of them)."""
+    groups = np.asarray(groups)
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise ValueError(f"heldout_split: need at least 2 groups to hold one out, got {len(unique)}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"heldout_split: fraction must be between 0 and 1, got {fraction}")
+    chosen, count = [], 0
+    for group in np.random.default_rng(seed).permutation(unique)[:-1]:
+        if count >= fraction * len(groups):
+            break
+        chosen.append(group)
+        count += int(np.sum(groups == group))
+    held = np.isin(groups, chosen)
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 def _progress(total, description, enabled):

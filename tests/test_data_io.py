@@ -89,6 +89,33 @@ def test_bad_folders(tmp_path):
         data.load_image_folder(str(tmp_path / "bad"), 16, cache_dir=str(tmp_path / "c"))
 
 
+def test_heldout_split_holds_out_whole_subjects_or_runs_of_neighbouring_slices():
+    def dataset(files):
+        return data.SliceDataset(np.zeros((len(files), 1, 8, 8), np.uint8), np.zeros(len(files), np.int64), files=files)
+
+    # OASIS names: one group per subject, whatever the file order
+    oasis = dataset([f"/d/case_{s:03d}_slice_{k}.nii.png" for k in range(6) for s in (7, 3, 11, 5, 9)])
+    groups = data.slice_groups(oasis)
+    assert len(np.unique(groups)) == 5
+    for seed in range(4):
+        train, held = data.heldout_split(groups, fraction=0.3, seed=seed)
+        assert sorted(np.concatenate([train, held]).tolist()) == list(range(30))
+        subjects = lambda idx: {oasis.files[i].split("_slice")[0] for i in idx}
+        assert len(held) >= 9 and not subjects(held) & subjects(train)   # no subject on both sides
+    # no subject names (the default data): runs of neighbouring slices go out together
+    default = data.load_default_dataset(32)
+    groups = data.slice_groups(default, block=8)
+    assert np.array_equal(groups, np.arange(len(default)) // 8)
+    train, held = data.heldout_split(groups, fraction=0.2, seed=1)
+    assert len(held) >= 0.2 * len(default) and len(train) > 0
+    nearest = np.abs(held[:, None] - train[None, :]).min(axis=1)
+    assert nearest.max() >= 4          # the middle of a held-out run is 4 slices from any kept one
+    # few slices: smaller runs, still at least 5 groups; one group cannot be split
+    assert len(np.unique(data.slice_groups(dataset([f"x{i}.png" for i in range(10)])))) == 5
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        data.heldout_split(np.zeros(4, np.int64))
+
+
 @pytest.mark.parametrize("res", [32, 64])
 def test_default_dataset(res):
     ds = data.load_default_dataset(res)
