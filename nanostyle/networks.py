@@ -5,7 +5,9 @@ for truncation) + SynthesisNetwork ('skip' architecture: a learned 4x4 constant,
 two modulated 3x3 convolutions with noise, a toRGB per block whose images are upsampled and
 summed). Discriminator = 'resnet' blocks (two 3x3 convolutions, the second downsampling, plus
 a 1x1 downsampling skip, both scaled by sqrt(1/2)) and an epilogue with minibatch stddev.
-Channels per resolution: min(channel_base / res, channel_max).
+Channels per resolution: min(channel_base / res, channel_max). `use_noise=False` builds a
+generator without the per-pixel noise inputs (no noise_strength, no noise_const; noise_mode is
+then accepted and ignored).
 
 Differences from the reference, all reparameterisations that change no capacity: every
 convolution is a cross-correlation (the reference flips the kernel of its upsampling layers),
@@ -79,15 +81,17 @@ class MappingNetwork(Module):
 class SynthesisLayer(Module):
     """Modulated 3x3 convolution (optionally upsampling x2) + noise + bias + lrelu."""
 
-    def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1,
+    def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1, use_noise=True,
                  rng=None, dtype=np.float32):
         super().__init__()
-        self.resolution, self.up, self.padding = resolution, up, kernel_size // 2
+        self.resolution, self.up, self.padding, self.use_noise = resolution, up, kernel_size // 2, use_noise
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1, rng=rng, dtype=dtype)
         self.weight = Parameter(rng.standard_normal((out_channels, in_channels, kernel_size, kernel_size)).astype(dtype))
-        self.noise_strength = Parameter(np.zeros((), dtype=dtype))
+        if use_noise:
+            self.noise_strength = Parameter(np.zeros((), dtype=dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype))
-        self.register_buffer("noise_const", rng.standard_normal((resolution, resolution)).astype(dtype))
+        if use_noise:
+            self.register_buffer("noise_const", rng.standard_normal((resolution, resolution)).astype(dtype))
         self.resample_filter = setup_filter(RESAMPLE_FILTER, dtype=dtype)
 
     def forward(self, x, w, noise_mode="random", rng=None):
@@ -95,7 +99,9 @@ class SynthesisLayer(Module):
         x = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter)
         N = x.shape[0]
-        if noise_mode == "random":
+        if not self.use_noise:
+            noise = None
+        elif noise_mode == "random":
             rng = rng if rng is not None else np.random.default_rng()
             noise = rng.standard_normal((N, 1, self.resolution, self.resolution)).astype(x.dtype)
             noise = Tensor(backend.get_array_module(x.data).asarray(noise))
@@ -124,16 +130,19 @@ class ToRGBLayer(Module):
 
 
 class SynthesisBlock(Module):
-    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, rng=None, dtype=np.float32):
+    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, use_noise=True, rng=None,
+                 dtype=np.float32):
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
         self.num_conv, self.num_torgb = 0, 1
         if in_channels == 0:
             self.const = Parameter(rng.standard_normal((out_channels, resolution, resolution)).astype(dtype))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, rng=rng, dtype=dtype)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise,
+                                        rng=rng, dtype=dtype)
             self.num_conv += 1
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, rng=rng, dtype=dtype)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, use_noise=use_noise,
+                                    rng=rng, dtype=dtype)
         self.num_conv += 1
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, rng=rng, dtype=dtype)
         self.resample_filter = setup_filter(RESAMPLE_FILTER, dtype=dtype)
@@ -160,7 +169,7 @@ def _block_resolutions_up(img_resolution):
 
 
 class SynthesisNetwork(Module):
-    def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512,
+    def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, use_noise=True,
                  rng=None, dtype=np.float32):
         super().__init__()
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
@@ -170,7 +179,8 @@ class SynthesisNetwork(Module):
         self.num_ws = 0
         for res in resolutions:
             in_channels = channels[res // 2] if res > 4 else 0
-            block = SynthesisBlock(in_channels, channels[res], w_dim, res, img_channels, rng=rng, dtype=dtype)
+            block = SynthesisBlock(in_channels, channels[res], w_dim, res, img_channels, use_noise=use_noise,
+                                   rng=rng, dtype=dtype)
             self.blocks.append(block)
             self.num_ws += block.num_conv
         self.num_ws += self.blocks[-1].num_torgb
@@ -191,14 +201,14 @@ class SynthesisNetwork(Module):
 
 class Generator(Module):
     def __init__(self, z_dim, w_dim, img_resolution, img_channels=1, mapping_layers=8, channel_base=32768,
-                 channel_max=512, mapping_lr_mul=0.01, w_avg_beta=0.995, seed=0, dtype=np.float32):
+                 channel_max=512, mapping_lr_mul=0.01, w_avg_beta=0.995, use_noise=True, seed=0, dtype=np.float32):
         super().__init__()
         _check_resolution(img_resolution)
         rng = _rng(seed)
         self.z_dim, self.w_dim = z_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
-                                          rng=rng, dtype=dtype)
+                                          use_noise=use_noise, rng=rng, dtype=dtype)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers,
                                       lr_multiplier=mapping_lr_mul, w_avg_beta=w_avg_beta, rng=rng, dtype=dtype)
@@ -305,7 +315,8 @@ def network_kwargs(cfg, res):
     auto:    StyleGAN2-ADA's 'auto' spec: channel_base 16384 (32768 from 512 up), channel_max
              512, 2 mapping layers, z = w = 512.
     bench64: the fixed speed yardstick of DESIGN.md (res 64 only).
-    cpu:     narrow widths for a useful hour on a 2-core CPU.
+    cpu:     narrow widths for a useful hour on a 2-core CPU, and no per-pixel noise inputs
+             (use_noise=False; StyleGAN3 dropped them too).
     tiny:    a few channels, for tests only.
     """
     _check_resolution(res)
@@ -319,7 +330,9 @@ def network_kwargs(cfg, res):
         G = dict(z_dim=256, w_dim=256, mapping_layers=2, channel_base=4096, channel_max=256)
         D = dict(channel_base=4096, channel_max=256, mbstd_group_size=4)
     elif cfg == "cpu":
-        G = dict(z_dim=128, w_dim=128, mapping_layers=2, channel_base=2048, channel_max=128)
+        # no per-pixel noise inputs: on smooth MRI slices G used them for salt-and-pepper speckle
+        # that mimics fine-band energy instead of learning grey/white-matter structure (README)
+        G = dict(z_dim=128, w_dim=128, mapping_layers=2, channel_base=2048, channel_max=128, use_noise=False)
         D = dict(channel_base=2048, channel_max=128, mbstd_group_size=4)
     elif cfg == "tiny":
         G = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=8 * res, channel_max=16)

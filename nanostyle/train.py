@@ -114,8 +114,10 @@ class TrainConfig:
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def build_networks(net, res, img_channels=1, seed=0, dtype=np.float32):
-    G_kwargs, D_kwargs = network_kwargs(net, res)
+def build_networks(net, res, img_channels=1, seed=0, dtype=np.float32, kwargs=None):
+    """(G, D) of config `net` at `res`; `kwargs` = (G_kwargs, D_kwargs) overrides the config's (a
+    checkpoint's own, so a run resumes with the networks it was built with)."""
+    G_kwargs, D_kwargs = kwargs if kwargs is not None else network_kwargs(net, res)
     G = Generator(img_resolution=res, img_channels=img_channels, seed=seed, dtype=dtype, **G_kwargs)
     D = Discriminator(img_resolution=res, img_channels=img_channels, seed=seed + 1, dtype=dtype, **D_kwargs)
     return G, D
@@ -188,10 +190,11 @@ def _all_finite(module):
 class Run:
     """State of one training run (networks, optimisers, RNGs, counters) and its folder."""
 
-    def __init__(self, config, log):
+    def __init__(self, config, log, network=None):
         self.config, self.log = config, log
         dtype = np.float32
-        self.G, self.D = build_networks(config.net, config.res, seed=config.seed, dtype=dtype)
+        self.network = network if network is not None else network_kwargs(config.net, config.res)
+        self.G, self.D = build_networks(config.net, config.res, seed=config.seed, dtype=dtype, kwargs=self.network)
         self.G_ema = copy_module(self.G)
         if config.device != "cpu":
             for module in (self.G, self.D, self.G_ema):
@@ -226,7 +229,7 @@ class Run:
                     data_position=self.order.position, data_size=self.order.n,
                     ada=self.ada.state_dict() if self.ada else None, bad_gradients=self.bad_gradients,
                     pl_mean=self.loss.pl_mean,
-                    records=self.records[-2000:], network=dict(zip(("G", "D"), network_kwargs(self.config.net, self.config.res))))
+                    records=self.records[-2000:], network=dict(zip(("G", "D"), self.network)))
         return arrays, meta
 
     def restore(self, arrays, meta, path):
@@ -299,7 +302,11 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
         raise DataError(f"dataset resolution {dataset.resolution} does not match --res {config.res}")
     reals_all = to_float(dataset.images)
 
-    run = Run(config, log)
+    # a checkpoint names the networks it holds: resume with those, even if the config's preset has
+    # changed since (e.g. the cpu networks lost their noise inputs on 2026-11-25)
+    saved_network = checkpoint[1].get("network") if checkpoint else None
+    network = (saved_network["G"], saved_network["D"]) if isinstance(saved_network, dict) else None
+    run = Run(config, log, network)
     run.order = _DataOrder(len(dataset), run.data_rng)
     if checkpoint:
         run.restore(*checkpoint)

@@ -34,6 +34,31 @@ def test_shapes_at_every_resolution(res):
         assert D(img).shape == (2, 1)
 
 
+def test_generator_without_noise_inputs():
+    G_kwargs, _ = network_kwargs("tiny", 16)
+    noisy = Generator(img_resolution=16, seed=3, **G_kwargs)
+    quiet = Generator(img_resolution=16, seed=3, use_noise=False, **G_kwargs)
+    noise_names = [n for n, _ in noisy.named_parameters() + noisy.named_buffers() if "noise" in n]
+    assert len(noise_names) == 2 * (noisy.synthesis.num_ws - 1)   # strength + const per conv layer
+    assert not [n for n, _ in quiet.named_parameters() + quiet.named_buffers() if "noise" in n]
+    assert quiet.num_parameters() == noisy.num_parameters() - len(noise_names) // 2
+    z = ns.Tensor(np.random.default_rng(1).standard_normal((3, quiet.z_dim)).astype(np.float32))
+    with ns.no_grad():
+        images = [quiet(z, noise_mode=mode, rng=np.random.default_rng(k)).data
+                  for k, mode in enumerate(("random", "random", "const", "none"))]
+        for other in images[1:]:
+            assert np.array_equal(images[0], other)      # nothing random left in the synthesis
+        with pytest.raises(ValueError, match="noise_mode"):
+            quiet(z, noise_mode="loud")
+        # with noise inputs and a non-zero strength, 'random' differs between draws
+        for name, p in noisy.named_parameters():
+            if name.endswith("noise_strength"):
+                p.data = np.asarray(0.5, dtype=np.float32)
+        a, b = (noisy(z, noise_mode="random", rng=np.random.default_rng(k)).data for k in (0, 1))
+        assert np.abs(a - b).max() > 1e-3
+    assert network_kwargs("cpu", 64)[0]["use_noise"] is False
+
+
 def test_truncation_pulls_towards_w_avg_and_update_emas_tracks_it():
     G, _ = tiny(16)
     z = ns.Tensor(np.random.default_rng(0).standard_normal((4, G.z_dim)).astype(np.float32))

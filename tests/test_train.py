@@ -86,6 +86,25 @@ def test_resume_is_bit_exact(tmp_path):
     assert different == []
 
 
+def test_resume_builds_the_networks_the_checkpoint_holds(tmp_path, monkeypatch):
+    # a run started with noise inputs resumes with them after the preset has dropped them
+    run = train(tiny_config(tmp_path / "r"), log_to_stdout=False)
+    preset = train_module.network_kwargs
+
+    def without_noise(cfg, res):
+        G_kwargs, D_kwargs = preset(cfg, res)
+        return dict(G_kwargs, use_noise=False), D_kwargs
+
+    monkeypatch.setattr(train_module, "network_kwargs", without_noise)
+    train(TrainConfig(kimg=0.064), resume=run, log_to_stdout=False)
+    arrays, meta = load_checkpoint(os.path.join(run, "latest.npz"))
+    assert meta["cur_nimg"] == 64 and meta["network"]["G"].get("use_noise", True) is True
+    assert any(k.endswith("noise_strength") for k in arrays if k.startswith("G/"))
+    fresh = train(tiny_config(tmp_path / "fresh"), log_to_stdout=False)   # a new run takes the new preset
+    arrays, meta = load_checkpoint(os.path.join(fresh, "latest.npz"))
+    assert meta["network"]["G"]["use_noise"] is False and not any("noise" in k for k in arrays)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     run = train(tiny_config(tmp_path / "r"), log_to_stdout=False)
     good = open(os.path.join(run, "latest.npz"), "rb").read()
