@@ -87,7 +87,7 @@ class SynthesisLayer(Module):
         self.resolution, self.up, self.padding, self.use_noise = resolution, up, kernel_size // 2, use_noise
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1, rng=rng, dtype=dtype)
         self.weight = Parameter(rng.standard_normal((out_channels, in_channels, kernel_size, kernel_size)).astype(dtype))
-        if use_noise:
+        if use_noise:   # two blocks, so parameter order and random draws stay those of the reference
             self.noise_strength = Parameter(np.zeros((), dtype=dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype))
         if use_noise:

@@ -193,8 +193,10 @@ class Run:
     def __init__(self, config, log, network=None):
         self.config, self.log = config, log
         dtype = np.float32
-        self.network = network if network is not None else network_kwargs(config.net, config.res)
-        self.G, self.D = build_networks(config.net, config.res, seed=config.seed, dtype=dtype, kwargs=self.network)
+        # {"G": kwargs, "D": kwargs}, as the checkpoint stores it: a resumed run's own, else the preset's
+        self.network = network or dict(zip(("G", "D"), network_kwargs(config.net, config.res)))
+        self.G, self.D = build_networks(config.net, config.res, seed=config.seed, dtype=dtype,
+                                        kwargs=(self.network["G"], self.network["D"]))
         self.G_ema = copy_module(self.G)
         if config.device != "cpu":
             for module in (self.G, self.D, self.G_ema):
@@ -229,7 +231,7 @@ class Run:
                     data_position=self.order.position, data_size=self.order.n,
                     ada=self.ada.state_dict() if self.ada else None, bad_gradients=self.bad_gradients,
                     pl_mean=self.loss.pl_mean,
-                    records=self.records[-2000:], network=dict(zip(("G", "D"), self.network)))
+                    records=self.records[-2000:], network=self.network)
         return arrays, meta
 
     def restore(self, arrays, meta, path):
@@ -304,9 +306,8 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
 
     # a checkpoint names the networks it holds: resume with those, even if the config's preset has
     # changed since (e.g. the cpu networks lost their noise inputs on 2026-11-25)
-    saved_network = checkpoint[1].get("network") if checkpoint else None
-    network = (saved_network["G"], saved_network["D"]) if isinstance(saved_network, dict) else None
-    run = Run(config, log, network)
+    network = checkpoint[1].get("network") if checkpoint else None
+    run = Run(config, log, network if isinstance(network, dict) and {"G", "D"} <= network.keys() else None)
     run.order = _DataOrder(len(dataset), run.data_rng)
     if checkpoint:
         run.restore(*checkpoint)

@@ -4,12 +4,11 @@ noise [N, 1, H, W] is shared by all channels; strength is one learned scalar per
 Gradients: dx = g, dnoise = strength * sum_c g, dstrength = sum(g * noise) (the reduction the
 CUDA kernel performs). `_noise_forward` / `_noise_strength_grad` are the kernel seams.
 """
+import numpy as np
+
 from .. import backend
 from ..autograd import Function, Tensor
 from ..parallel import binary
-
-
-import numpy as np
 
 
 def _noise_forward(x, noise, strength):
