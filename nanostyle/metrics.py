@@ -416,6 +416,23 @@ def _nearest_distances(queries, references):
     return np.sqrt(nearest)
 
 
+def _equal_size_parts(real_count, fake_count, rng):
+    """Index sets [(real_rows, fake_rows), ...] that compare the two sets at equal size.
+
+    k-NN balls shrink as a set grows, so a manifold built from 1000 samples covers less than one
+    built from 123: recall against 123 reals would fall as more samples are drawn. Kynkaanniemi
+    et al. compare equal-sized sets; here the larger set is split at random into
+    len(larger) // len(smaller) near-equal parts (each at least as large as the smaller set), and
+    each part is compared with the whole smaller set. One pair when the sizes are equal or the
+    larger is less than twice the smaller."""
+    larger, smaller = max(real_count, fake_count), min(real_count, fake_count)
+    parts = np.array_split(rng.permutation(larger), max(1, larger // smaller))
+    whole = np.arange(smaller)
+    if fake_count >= real_count:
+        return [(whole, np.sort(part)) for part in parts]
+    return [(np.sort(part), whole) for part in parts]
+
+
 def _precision_recall_sets(function, real, fake, k, limit, seed):
     """Checked (real, fake) for a precision/recall, each cut to `limit` random images when larger,
     and the two sets' random generators (children of `seed`)."""
@@ -439,13 +456,19 @@ def precision_recall(real, fake, k=3, features=None, seed=0, max_samples=10_000)
     real manifold; recall = share of real samples inside the fake manifold. `features`: None for
     the weight-free `Embedding` fit on `real` (see the module docstring), or any callable
     images -> [N, D]. Sets larger than `max_samples` are randomly subsampled with `seed` (the
-    default feature map itself is deterministic). Returns {"precision": p, "recall": r}.
+    default feature map itself is deterministic). Sets of different sizes are compared at equal
+    size: the larger is split at random into parts no smaller than the other set, and the scores
+    are averaged over the parts (`_equal_size_parts`), so the numbers do not drift with the
+    number of samples drawn. Returns {"precision": p, "recall": r}.
     """
-    real, fake, _ = _precision_recall_sets("precision_recall", real, fake, k, max_samples, seed)
+    real, fake, rngs = _precision_recall_sets("precision_recall", real, fake, k, max_samples, seed)
     real_features, fake_features = _features_of(features, real, real, fake)
-    precision = _inside_share(fake_features, real_features, _knn_radii(real_features, k))
-    recall = _inside_share(real_features, fake_features, _knn_radii(fake_features, k))
-    return {"precision": precision, "recall": recall}
+    scores = []
+    for real_rows, fake_rows in _equal_size_parts(len(real), len(fake), rngs[0]):
+        r, f = real_features[real_rows], fake_features[fake_rows]
+        scores.append((_inside_share(f, r, _knn_radii(r, k)), _inside_share(r, f, _knn_radii(f, k))))
+    precision, recall = np.mean(scores, axis=0)
+    return {"precision": float(precision), "recall": float(recall)}
 
 
 # ---- nuisance-tolerant precision and recall ------------------------------------------------------
@@ -499,7 +522,8 @@ def precision_recall_tolerant(real, fake, k=3, copies=4, seed=0, max_samples=10_
     neighbours), and precision is the share of fakes inside that widened real manifold; recall is
     the share of the (unmoved) reals inside the fake manifold widened the same way. Changes within
     the nuisance range keep both near 1; blur, noise and wrong anatomy still lower them (see the
-    README's calibration table). Returns {"precision_tolerant", "recall_tolerant"}.
+    README's calibration table). Sets of different sizes are compared at equal size, as in
+    `precision_recall`. Returns {"precision_tolerant", "recall_tolerant"}.
     """
     if copies < 1:
         raise ValueError(f"precision_recall_tolerant: copies must be >= 1, got {copies}")
@@ -513,10 +537,20 @@ def precision_recall_tolerant(real, fake, k=3, copies=4, seed=0, max_samples=10_
     fake_features, wide_fake_features = embedding(fake), embedding(wide_fake)
     # copies of one image are not each other's neighbours: a ball reaches the k-th nearest copy of
     # another image, so its radius is at least the plain one plus the nuisance spread
-    real_groups, fake_groups = np.tile(np.arange(len(real)), copies), np.tile(np.arange(len(fake)), copies)
-    precision = _inside_share(fake_features, wide_real_features, _knn_radii(wide_real_features, k, real_groups))
-    recall = _inside_share(real_features, wide_fake_features, _knn_radii(wide_fake_features, k, fake_groups))
-    return {"precision_tolerant": precision, "recall_tolerant": recall}
+    def wide(features, rows, count):
+        """The moved copies of images `rows` (copy c of image i is row c * count + i) and their
+        image index within `rows`."""
+        index = np.concatenate([c * count + rows for c in range(copies)])
+        return features[index], np.tile(np.arange(len(rows)), copies)
+
+    scores = []
+    for real_rows, fake_rows in _equal_size_parts(len(real), len(fake), rngs[0]):
+        real_manifold, real_groups = wide(wide_real_features, real_rows, len(real))
+        fake_manifold, fake_groups = wide(wide_fake_features, fake_rows, len(fake))
+        scores.append((_inside_share(fake_features[fake_rows], real_manifold, _knn_radii(real_manifold, k, real_groups)),
+                       _inside_share(real_features[real_rows], fake_manifold, _knn_radii(fake_manifold, k, fake_groups))))
+    precision, recall = np.mean(scores, axis=0)
+    return {"precision_tolerant": float(precision), "recall_tolerant": float(recall)}
 
 
 # ---- MS-SSIM and diversity -----------------------------------------------------------------------

@@ -265,6 +265,41 @@ def test_precision_recall_on_points_with_known_answer():
     assert r == {"precision": 0.5, "recall": 1.0}
 
 
+def test_precision_recall_compare_sets_at_equal_size():
+    # Reals on a line, fakes on a parallel line 0.03 away. With as many fakes as reals, each fake
+    # ball (to its 3rd neighbour, ~0.06) reaches across to the reals; 20 times as many fakes have
+    # balls 20 times smaller that would reach none, unless the sets are compared at equal size.
+    def on_line(t, offset):
+        images = np.zeros((len(t), 1, 16, 16))
+        images[:, 0, 0, 0], images[:, 0, 0, 1] = t, offset
+        return images
+
+    first_pixels = lambda images: images[:, 0, 0, :2]
+    rng = np.random.default_rng(11)
+    real = on_line(np.linspace(0, 1, 50), 0.0)
+    few = metrics.precision_recall(real, on_line(rng.random(50), 0.03), features=first_pixels)
+    many = metrics.precision_recall(real, on_line(rng.random(1000), 0.03), features=first_pixels)
+    assert few["recall"] > 0.7
+    assert abs(many["recall"] - few["recall"]) < 0.15
+    # and the other way round: 20 times as many reals as fakes leave precision where it was
+    fakes = on_line(rng.random(50), 0.03)
+    equal = metrics.precision_recall(on_line(rng.random(50), 0.0), fakes, features=first_pixels)
+    more_reals = metrics.precision_recall(on_line(rng.random(1000), 0.0), fakes, features=first_pixels)
+    assert equal["precision"] > 0.7
+    assert abs(more_reals["precision"] - equal["precision"]) < 0.15
+
+
+def test_tolerant_precision_recall_do_not_drift_with_the_sample_count(reals):
+    # blurred slices: off the real manifold, as samples are, so smaller fake balls reach fewer
+    # reals. Recall of 200 samples against 40 reals should be what 40 samples at a time give
+    # (before equal-size parts: 0.33 against 0.71).
+    blurred = gaussian_blur(brain_like(200, seed=7), 1.0)
+    fives = [metrics.precision_recall_tolerant(reals[:40], blurred[i:i + 40], copies=2)["recall_tolerant"]
+             for i in range(0, 200, 40)]
+    many = metrics.precision_recall_tolerant(reals[:40], blurred, copies=2)["recall_tolerant"]
+    assert abs(many - np.mean(fives)) < 0.2
+
+
 def test_batched_distances_match_brute_force():
     rng = np.random.default_rng(6)
     a, b = rng.standard_normal((37, 5)), rng.standard_normal((23, 5))
