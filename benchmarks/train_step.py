@@ -3,7 +3,8 @@
     python benchmarks/train_step.py --config bench64 [--iters 5] [--json FILE]
 
 Reports medians over --iters of: the G main step, the D main step and the D R1 step (each with
-its Adam update), lazy_iter_s = G + D + R1/16, g_forward_s (G at batch 16 without gradients),
+its Adam update, run as the training loop runs them: on the CPU the halves of the batch at
+once on two threads when there are two cores, see --split), lazy_iter_s = G + D + R1/16, g_forward_s (G at batch 16 without gradients),
 img/s = batch / lazy_iter_s, and peak memory (process max RSS on the CPU; CuPy's memory-pool
 peak on a GPU). bench64: res 64, batch 16, z = w = 256, 2 mapping layers, channel_base 4096,
 channel_max 256, R1 gamma 1 every 16, style mixing off, no augmentation, float32.
@@ -15,6 +16,7 @@ import resource
 import statistics
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
@@ -22,7 +24,7 @@ import numpy as np  # noqa: E402
 from nanostyle import backend, parallel  # noqa: E402
 from nanostyle.losses import StyleGAN2Loss  # noqa: E402
 from nanostyle.optim import Adam, lazy_regularization  # noqa: E402
-from nanostyle.train import build_networks  # noqa: E402
+from nanostyle.train import _phase, build_networks  # noqa: E402
 
 CONFIGS = {"bench64": dict(net="bench64", res=64, batch=16, gamma=1.0, r1_interval=16),
            "cpu64": dict(net="cpu", res=64, batch=16, gamma=1.0, r1_interval=16)}
@@ -33,7 +35,7 @@ def synchronize(xp):
         xp.cuda.Device().synchronize()
 
 
-def measure(config_name, iters, device):
+def measure(config_name, iters, device, split=None):
     cfg = CONFIGS[config_name]
     xp = backend.xp_for_device(device)
     G, D = build_networks(cfg["net"], cfg["res"])
@@ -50,18 +52,23 @@ def measure(config_name, iters, device):
     def z():
         return ns.Tensor(xp.asarray(rng.standard_normal((B, G.z_dim)).astype(np.float32)))
 
-    def step(module_G_trains, compute, opt):
+    if split is None:                 # as the training loop picks it (train.Run)
+        split = parallel.batch_parts(B, D.epilogue.mbstd_group_size) if device == "cpu" else 1
+    # the training loop's own phase (train._phase): loss, backward, Adam; with split > 1 the
+    # parts of the batch on threads at once
+    run = types.SimpleNamespace(config=types.SimpleNamespace(batch=B, out=None), rng=rng, parts=split,
+                                bad_gradients=0, cur_nimg=0, iteration=0)
+
+    def step(module_G_trains, loss_of, opt):
         G.requires_grad_(module_G_trains)
         D.requires_grad_(not module_G_trains)
-        value, _ = compute()
-        opt.zero_grad()
-        value.backward()
-        opt.step()
+        zs = z()
+        _phase(run, opt, G if module_G_trains else D, "loss", lambda rows, r, first: loss_of(zs[rows], rows, r, first))
 
     phases = {
-        "G_main_s": lambda: step(True, lambda: loss.generator_loss(z(), rng), opt_G),
-        "D_main_s": lambda: step(False, lambda: loss.discriminator_loss(real, z(), rng), opt_D),
-        "D_r1_s": lambda: step(False, lambda: loss.r1_loss(real, rng, cfg["r1_interval"]), opt_D),
+        "G_main_s": lambda: step(True, lambda zs, rows, r, first: loss.generator_loss(zs, r, update_emas=first), opt_G),
+        "D_main_s": lambda: step(False, lambda zs, rows, r, first: loss.discriminator_loss(real[rows], zs, r), opt_D),
+        "D_r1_s": lambda: step(False, lambda zs, rows, r, first: loss.r1_loss(real[rows], r, cfg["r1_interval"]), opt_D),
     }
 
     def g_forward():
@@ -89,7 +96,7 @@ def measure(config_name, iters, device):
     results.update(config=config_name, device=device, iters=iters,
                    malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
                    openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-                   nanostyle_threads=parallel.THREADS)
+                   nanostyle_threads=parallel.THREADS, split=split)
     return results
 
 
@@ -98,9 +105,11 @@ def main(argv=None):
     p.add_argument("--config", default="bench64", choices=sorted(CONFIGS))
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--split", type=int, default=None,
+                   help="parts of each batch computed at once on threads (default: as training picks; 1 = none)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    results = measure(args.config, args.iters, args.device or backend.default_device())
+    results = measure(args.config, args.iters, args.device or backend.default_device(), args.split)
     for key, value in results.items():
         print(f"{key:24} {value:.4f}" if isinstance(value, float) else f"{key:24} {value}")
     if args.json:

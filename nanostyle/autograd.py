@@ -13,6 +13,7 @@ The graph holds no reference cycles: a Function keeps its inputs, outputs keep t
 and a Function refers to its outputs only weakly. Dropping the output frees the graph.
 """
 import contextlib
+import threading
 import weakref
 
 import numpy as np
@@ -20,21 +21,23 @@ import numpy as np
 from . import backend
 from .parallel import binary
 
-_grad_enabled = True
+# Whether operations record a graph, per thread: the training loop runs halves of a batch on two
+# threads at once (parallel.split_batch), and one half's no_grad() must not switch off the
+# other's graph.
+_mode = threading.local()
 
 
 def is_grad_enabled():
-    return _grad_enabled
+    return getattr(_mode, "enabled", True)
 
 
 @contextlib.contextmanager
 def set_grad_enabled(mode):
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, bool(mode)
+    previous, _mode.enabled = is_grad_enabled(), bool(mode)
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _mode.enabled = previous
 
 
 def no_grad():
@@ -260,7 +263,7 @@ class Function:
         raw = fn.forward(*(t.data if t is not None else None for t in tensors), **kwargs)
         multiple = isinstance(raw, tuple)
         raw_outputs = raw if multiple else (raw,)
-        record = _grad_enabled and any(t is not None and t.requires_grad for t in tensors)
+        record = is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         outputs = tuple(Tensor(a) for a in raw_outputs)
         if record:
             fn.inputs = tensors

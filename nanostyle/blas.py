@@ -54,6 +54,32 @@ def _load():
     return found
 
 
+_set_local_threads = None              # OpenBLAS's openblas_set_num_threads_local, or False
+
+
+def set_local_threads(count):
+    """Make BLAS calls use `count` threads; returns the previous count, to restore it after.
+    OpenBLAS >= 0.3.27's openblas_set_num_threads_local, meant per thread, but in NumPy's wheels
+    it acts on every thread (measured: set on a pool thread it slowed the main thread's later
+    GEMMs), so set it around a piece of work and restore it. With any other BLAS this does
+    nothing and returns `count`."""
+    global _set_local_threads
+    if _set_local_threads is None:
+        _set_local_threads = False
+        if os.environ.get("NANOSTYLE_BLAS", "").lower() not in ("numpy", "off", "0"):
+            for path in _library_paths():
+                try:
+                    function = ctypes.CDLL(path).openblas_set_num_threads_local
+                except (OSError, AttributeError):
+                    continue
+                function.restype, function.argtypes = ctypes.c_int, [ctypes.c_int]
+                _set_local_threads = function
+                break
+    if not _set_local_threads:
+        return count
+    return _set_local_threads(int(count))
+
+
 def available(dtype):
     """True when gemm() can run for arrays of this dtype (float32 or float64)."""
     global _functions

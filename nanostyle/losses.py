@@ -51,8 +51,8 @@ class StyleGAN2Loss:
             img = self.augment_pipe(img, rng)
         return self.D(img)
 
-    def generator_loss(self, gen_z, rng):
-        img = self._generate(gen_z, rng, update_emas=True)
+    def generator_loss(self, gen_z, rng, update_emas=True):
+        img = self._generate(gen_z, rng, update_emas=update_emas)
         logits = self._discriminate(img, rng)
         loss = softplus(-logits).mean()
         return loss, {"loss_G": float(loss.numpy()), "fake_score_G": float(logits.numpy().mean())}

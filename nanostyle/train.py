@@ -16,6 +16,7 @@ and log.txt. Every random draw comes from generators saved in the checkpoint, an
 their own fixed seeds, so an interrupted-and-resumed run equals an uninterrupted one.
 """
 import dataclasses
+import functools
 import glob
 import json
 import math
@@ -25,9 +26,9 @@ import time
 
 import numpy as np
 
-from . import backend
+from . import backend, parallel
 from .augment import AdaController, AugmentPipe
-from .autograd import Tensor, no_grad
+from .autograd import Tensor, grad, no_grad
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, load_default_dataset, load_image_folder, to_float
 from .losses import StyleGAN2Loss
@@ -71,6 +72,8 @@ class TrainConfig:
     crop_border: int = 0
     device: str = None
     net: str = None                  # the network config actually used (filled by preset)
+    split: int = None                # minibatch parts computed at once on threads (CPU); None = one
+                                     # per core when the batch splits into whole mbstd groups
 
     def preset(self, log=print):
         """Fill the unset options for the device and say what was chosen."""
@@ -96,9 +99,10 @@ class TrainConfig:
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
-            kimg=(40.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
-            # the CPU default must end within the hour on a slow 2-core machine too: stop (with a
-            # final snapshot and metrics) at 55 minutes if 40 kimg are not reached by then
+            # the CPU default is an hour, not an image count: it stops (with a final snapshot and
+            # metrics) at 55 minutes, about 50 kimg on a 2-core machine; 100 kimg ends it sooner
+            # only on a much faster one. Quality was still rising at 60 kimg (README).
+            kimg=(100.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
             minutes=55.0 if net == "cpu" else 0.0,
         )
         for key, value in defaults.items():
@@ -198,6 +202,12 @@ class Run:
         self.G, self.D = build_networks(config.net, config.res, seed=config.seed, dtype=dtype,
                                         kwargs=(self.network["G"], self.network["D"]))
         self.G_ema = copy_module(self.G)
+        if config.split is None:       # saved in the checkpoint's config: a resumed run splits alike
+            group = self.D.epilogue.mbstd_group_size
+            config.split = parallel.batch_parts(config.batch, group) if config.device == "cpu" else 1
+        if config.split < 1 or config.batch % config.split:
+            raise ValueError(f"split {config.split}: the batch ({config.batch}) must divide into that many parts")
+        self.parts = config.split
         if config.device != "cpu":
             for module in (self.G, self.D, self.G_ema):
                 module.to(config.device)
@@ -325,7 +335,8 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     budget = f" or {config.minutes:g} minutes, whichever comes first," if config.minutes else ""
     plan = (f"plan: {config.kimg} kimg{budget} at batch {config.batch}, network '{config.net}' (G {G_n:,} / D {D_n:,} "
             f"parameters), R1 gamma {config.gamma} every {config.r1_interval}, augmentation {config.aug}, "
-            f"device {config.device}; snapshots every {config.snap_kimg} kimg into {run_dir}")
+            f"device {config.device}" + (f" ({run.parts} parts of each batch at once on threads)" if run.parts > 1 else "")
+            + f"; snapshots every {config.snap_kimg} kimg into {run_dir}")
     log(plan)
     log_line(plan)
 
@@ -394,18 +405,20 @@ def _training_iteration(run, reals_all, xp):
     run.G.requires_grad_(True)
     run.D.requires_grad_(False)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
-    stats.update(_phase(run, run.opt_G, run.G, "generator loss", run.loss.generator_loss(z, rng)))
+    stats.update(_phase(run, run.opt_G, run.G, "generator loss",
+                        lambda rows, r, first: run.loss.generator_loss(z[rows], r, update_emas=first)))
 
-    # Greg (path length), every G_reg_interval iterations when enabled
+    # Greg (path length), every G_reg_interval iterations when enabled (never split: pl_mean is shared)
     if config.pl_weight and run.iteration % config.G_reg_interval == 0:
         stats.update(_phase(run, run.opt_G, run.G, "path-length penalty",
-                            run.loss.pl_loss(z, rng, gain=config.G_reg_interval)))
+                            lambda rows, r, first: run.loss.pl_loss(z, r, gain=config.G_reg_interval), parts=1))
 
     # Dmain
     run.G.requires_grad_(False)
     run.D.requires_grad_(True)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
-    s = _phase(run, run.opt_D, run.D, "discriminator loss", run.loss.discriminator_loss(real, z, rng))
+    s = _phase(run, run.opt_D, run.D, "discriminator loss",
+               lambda rows, r, first: run.loss.discriminator_loss(real[rows], z[rows], r))
     real_logits = s.pop("real_logits")
     if run.ada is not None:
         run.ada.accumulate(real_logits)
@@ -415,7 +428,7 @@ def _training_iteration(run, reals_all, xp):
     # Dreg (lazy R1)
     if config.gamma > 0 and run.iteration % config.r1_interval == 0:
         stats.update(_phase(run, run.opt_D, run.D, "R1 penalty",
-                            run.loss.r1_loss(real, rng, gain=config.r1_interval)))
+                            lambda rows, r, first: run.loss.r1_loss(real[rows], r, gain=config.r1_interval)))
 
     # G_ema
     ema_update(run.G_ema, run.G, ema_beta(B, run.cur_nimg, config.ema_kimg, config.ema_rampup))
@@ -424,19 +437,47 @@ def _training_iteration(run, reals_all, xp):
     return stats
 
 
-def _phase(run, optimizer, module, what, loss_and_stats):
-    """One optimiser step on a loss: stop if it is not finite, backward, sanitise, step."""
-    loss, stats = loss_and_stats
-    _check_finite(loss, what, run)
+def _phase(run, optimizer, module, what, loss_of, parts=None):
+    """One optimiser step on a loss: stop if it is not finite, backward, sanitise, step.
+
+    `loss_of(rows, rng, first)` -> (loss, stats) for the minibatch rows `rows`. With one part
+    (GPU, one thread, or a batch that does not split) that is the whole batch with the run's
+    generator. With several (run.parts, the CPU's cores) each part's loss and gradient run on a
+    thread of their own (parallel.split_batch), each with a generator seeded from the run's; the
+    gradients are summed and each part's loss weighted 1 / parts, which is the gradient of the
+    whole batch's mean loss. Only part 0 updates running averages (w_avg), as rank 0 does on
+    several GPUs. Stats are averaged over the parts, arrays (real logits) concatenated."""
+    parts = run.parts if parts is None else parts
     optimizer.zero_grad()
-    loss.backward()
+    if parts <= 1:
+        loss, stats = loss_of(slice(None), run.rng, True)
+        _check_finite(loss, what, run)
+        loss.backward()
+    else:
+        B = run.config.batch
+        seeds = run.rng.integers(2 ** 63, size=parts)
+        params = [p for p in module.parameters() if p.requires_grad]
+
+        def part(i):
+            rows = slice(i * B // parts, (i + 1) * B // parts)
+            loss, stats = loss_of(rows, np.random.default_rng(seeds[i]), i == 0)
+            return float(loss.numpy()), stats, grad(loss * (1.0 / parts), params)
+
+        results = parallel.split_batch(part, parts)
+        _check_finite(np.mean([value for value, _, _ in results]), what, run)
+        for k, p in enumerate(params):
+            grads = [g[k].data for _, _, g in results if g[k] is not None]
+            p.grad = Tensor(functools.reduce(np.add, grads)) if grads else None
+        stats = {key: (np.concatenate([s[key] for _, s, _ in results]) if isinstance(value, np.ndarray)
+                       else float(np.mean([s[key] for _, s, _ in results])))
+                 for key, value in results[0][1].items()}
     run.bad_gradients += sanitize_gradients(module.parameters())
     optimizer.step()
     return stats
 
 
 def _check_finite(loss, what, run):
-    value = float(loss.numpy())
+    value = float(loss.numpy()) if isinstance(loss, Tensor) else float(loss)
     if not math.isfinite(value):
         raise TrainingDiverged(
             f"the {what} became {value} at {run.cur_nimg / 1000:.3f} kimg (iteration {run.iteration}); "

@@ -109,3 +109,55 @@ def test_binary_keeps_scalars_and_other_arrays_on_the_operator(monkeypatch):
     a = np.arange(12.0).reshape(4, 3)
     assert np.array_equal(parallel.binary(np.multiply, a, 2.0), a * 2.0)
     assert parallel.binary(np.add, 2, 3) == 5
+
+
+def test_split_batch_runs_every_part_with_the_fine_splitting_inline(monkeypatch):
+    import threading
+    monkeypatch.setattr(parallel, "THREADS", 2)
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    both_started = threading.Barrier(2, timeout=10)    # times out unless the parts run at once
+
+    def part(i):
+        both_started.wait()
+        chunks = parallel.batch_parallel(lambda rows: rows, 8, 1 << 30)
+        return i, parallel._inline(), chunks
+
+    assert parallel.split_batch(part, 2) == [(0, True, [slice(0, 8)]), (1, True, [slice(0, 8)])]
+    assert not parallel._inline()                      # the calling thread is itself again
+    assert len(parallel.batch_parallel(lambda rows: rows, 8, 1 << 30)) == 2
+
+
+def test_split_batch_raises_a_part_s_error_after_all_parts_end(monkeypatch):
+    monkeypatch.setattr(parallel, "THREADS", 2)
+    finished = []
+
+    def part(i):
+        if i == 1:
+            raise ValueError("part 1 failed")
+        finished.append(i)
+        return i
+
+    with pytest.raises(ValueError, match="part 1 failed"):
+        parallel.split_batch(part, 2)
+    assert finished == [0]
+
+
+def test_grad_mode_is_per_thread():
+    # one half of a batch generating fakes under no_grad must not stop the other half's graph
+    import threading
+    from nanostyle.autograd import Tensor, no_grad
+    inside, done = threading.Event(), threading.Event()
+
+    def other():
+        with no_grad():
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    inside.wait(10)
+    x = Tensor(np.ones(3), requires_grad=True)
+    recorded = (x * 2).requires_grad
+    done.set()
+    thread.join()
+    assert recorded

@@ -66,17 +66,19 @@ def test_collapse_guard_says_so_in_the_log_and_on_the_progress_line(tmp_path, mo
 def test_cpu_preset_fits_the_hour():
     config = TrainConfig(cfg="cpu", device="cpu")
     config.preset(log=lambda message: None)
-    assert (config.kimg, config.minutes) == (40.0, 55.0)
+    assert (config.kimg, config.minutes) == (100.0, 55.0)
     gpu = TrainConfig(cfg="auto", device="cpu")
     gpu.cfg, gpu.device = "bench64", "cpu"
     gpu.preset(log=lambda message: None)
     assert gpu.minutes == 0.0
 
 
-def test_resume_is_bit_exact(tmp_path):
-    # path-length regularisation on, so its running mean must be restored too
-    straight = train(tiny_config(tmp_path / "a", kimg=0.064, pl_weight=2.0), log_to_stdout=False)
-    half = train(tiny_config(tmp_path / "b", kimg=0.032, pl_weight=2.0), log_to_stdout=False)
+@pytest.mark.parametrize("split", [1, 2])
+def test_resume_is_bit_exact(tmp_path, split):
+    # path-length regularisation on, so its running mean must be restored too; split 2 runs the
+    # halves of each batch on two threads, which must be as reproducible as one
+    straight = train(tiny_config(tmp_path / "a", kimg=0.064, pl_weight=2.0, split=split), log_to_stdout=False)
+    half = train(tiny_config(tmp_path / "b", kimg=0.032, pl_weight=2.0, split=split), log_to_stdout=False)
     train(TrainConfig(kimg=0.064), resume=half, log_to_stdout=False)
     a, meta_a = load_checkpoint(os.path.join(straight, "latest.npz"))
     b, meta_b = load_checkpoint(os.path.join(half, "latest.npz"))
@@ -84,6 +86,61 @@ def test_resume_is_bit_exact(tmp_path):
     assert sorted(a) == sorted(b)
     different = [k for k in a if not np.array_equal(a[k], b[k])]
     assert different == []
+    assert meta_b["config"]["split"] == split
+
+
+class _NoStep:
+    """An optimiser that keeps the gradients and leaves the weights alone."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        pass
+
+
+def test_split_phase_gives_the_whole_batch_gradient(monkeypatch):
+    # a loss that treats every image on its own (mbstd group 1), so halves must add up exactly
+    from nanostyle.autograd import Tensor
+    from nanostyle.ops import softplus
+    monkeypatch.setattr(train_module.parallel, "THREADS", 2)
+    config = tiny_config("unused", batch=8, split=2).preset(log=lambda message: None)
+    run = train_module.Run(config, log=lambda message: None)
+    run.D.epilogue.mbstd_group_size = 1
+    real = Tensor(np.random.default_rng(3).uniform(-1, 1, (8, 1, 16, 16)).astype(np.float32))
+    seen = []
+
+    def loss_of(rows, rng, first):
+        seen.append((rows, first))
+        logits = run.D(real[rows])
+        return softplus(-logits).mean(), {"score": float(logits.numpy().mean()), "logits": logits.numpy().ravel()}
+
+    optimizer = _NoStep(run.D.parameters())
+    whole = train_module._phase(run, optimizer, run.D, "test loss", loss_of, parts=1)
+    expected = [p.grad.numpy().copy() for p in run.D.parameters()]
+    halves = train_module._phase(run, optimizer, run.D, "test loss", loss_of, parts=2)
+    for p, g in zip(run.D.parameters(), expected):
+        np.testing.assert_allclose(p.grad.numpy(), g, rtol=2e-5, atol=1e-7)
+    assert sorted((r.start or 0, first) for r, first in seen[1:]) == [(0, True), (4, False)]
+    assert halves["score"] == pytest.approx(whole["score"], rel=1e-5)
+    np.testing.assert_allclose(halves["logits"], whole["logits"], rtol=1e-5)
+
+
+def test_split_follows_the_cores_and_the_mbstd_groups(monkeypatch):
+    monkeypatch.setattr(train_module.parallel, "THREADS", 2)
+    assert train_module.parallel.batch_parts(16, 4) == 2
+    assert train_module.parallel.batch_parts(12, 4) == 1       # halves of 6 would break the groups of 4
+    monkeypatch.setattr(train_module.parallel, "THREADS", 8)
+    assert train_module.parallel.batch_parts(16, 4) == 4       # parts of one group each
+    assert train_module.parallel.batch_parts(32, 4) == 8
+    monkeypatch.setattr(train_module.parallel, "THREADS", 1)
+    assert train_module.parallel.batch_parts(16, 4) == 1
+    with pytest.raises(ValueError, match="must divide"):
+        train_module.Run(tiny_config("unused", batch=4, split=3).preset(log=lambda m: None), log=lambda m: None)
 
 
 def test_resume_builds_the_networks_the_checkpoint_holds(tmp_path, monkeypatch):
