@@ -3,10 +3,10 @@
     python benchmarks/train_step.py --config bench64 [--iters 5] [--json FILE]
 
 Reports medians over --iters of: the G main step, the D main step and the D R1 step (each with
-its Adam update, run as the training loop runs them: on the CPU the halves of the batch at
-once on two threads when there are two cores, see --split), lazy_iter_s = G + D + R1/16, g_forward_s (G at batch 16 without gradients),
-img/s = batch / lazy_iter_s, and peak memory (process max RSS on the CPU; CuPy's memory-pool
-peak on a GPU). bench64: res 64, batch 16, z = w = 256, 2 mapping layers, channel_base 4096,
+its Adam update, run as the training loop runs them: on a 2-core CPU the two halves of the
+batch at once, see --split), lazy_iter_s = G + D + R1/16, g_forward_s (G at batch 16 without
+gradients), img/s = batch / lazy_iter_s, and peak memory (process max RSS on the CPU; CuPy's
+memory-pool peak on a GPU). bench64: res 64, batch 16, z = w = 256, 2 mapping layers, channel_base 4096,
 channel_max 256, R1 gamma 1 every 16, style mixing off, no augmentation, float32.
 """
 import argparse

@@ -7,7 +7,8 @@ One iteration (StyleGAN2-ADA's phases, batch B):
   Dreg   every r1_interval iterations: R1 * r1_interval -> the same Adam(D)
   G_ema  lerp towards G (half-life ema_kimg, ramped up)
 Lazy regularisation scales both optimisers' lr and betas by c = interval / (interval + 1) with
-ADA's intervals (D 16, G 4; G's regulariser, path length, is off by default).
+ADA's intervals (D 16, G 4; G's regulariser, path length, is off by default). On the CPU each
+phase computes its batch in parts at once, one per core, and sums their gradients (`_phase`).
 
 A run folder holds ckpt-<kimg>.npz and latest.npz (everything needed to continue bit-exactly:
 weights, optimiser moments, RNG and data-order state, counters, ADA state, the config),
