@@ -416,21 +416,22 @@ def _nearest_distances(queries, references):
     return np.sqrt(nearest)
 
 
-def _equal_size_parts(real_count, fake_count, rng):
-    """Index sets [(real_rows, fake_rows), ...] that compare the two sets at equal size.
+def _mean_over_equal_parts(real_count, fake_count, rng, score):
+    """Mean of score(real_rows, fake_rows) -> (precision, recall) over index sets that compare
+    the two sets at equal size.
 
     k-NN balls shrink as a set grows, so a manifold built from 1000 samples covers less than one
     built from 123: recall against 123 reals would fall as more samples are drawn. Kynkaanniemi
     et al. compare equal-sized sets; here the larger set is split at random into
     len(larger) // len(smaller) near-equal parts (each at least as large as the smaller set), and
     each part is compared with the whole smaller set. One pair when the sizes are equal or the
-    larger is less than twice the smaller."""
+    larger is less than twice the smaller. Returns (precision, recall) as floats."""
     larger, smaller = max(real_count, fake_count), min(real_count, fake_count)
-    parts = np.array_split(rng.permutation(larger), max(1, larger // smaller))
+    parts = [np.sort(part) for part in np.array_split(rng.permutation(larger), max(1, larger // smaller))]
     whole = np.arange(smaller)
-    if fake_count >= real_count:
-        return [(whole, np.sort(part)) for part in parts]
-    return [(np.sort(part), whole) for part in parts]
+    pairs = [(whole, part) for part in parts] if fake_count >= real_count else [(part, whole) for part in parts]
+    precision, recall = np.mean([score(real_rows, fake_rows) for real_rows, fake_rows in pairs], axis=0)
+    return float(precision), float(recall)
 
 
 def _precision_recall_sets(function, real, fake, k, limit, seed):
@@ -458,17 +459,17 @@ def precision_recall(real, fake, k=3, features=None, seed=0, max_samples=10_000)
     images -> [N, D]. Sets larger than `max_samples` are randomly subsampled with `seed` (the
     default feature map itself is deterministic). Sets of different sizes are compared at equal
     size: the larger is split at random into parts no smaller than the other set, and the scores
-    are averaged over the parts (`_equal_size_parts`), so the numbers do not drift with the
+    are averaged over the parts (`_mean_over_equal_parts`), so the numbers do not drift with the
     number of samples drawn. Returns {"precision": p, "recall": r}.
     """
     real, fake, rngs = _precision_recall_sets("precision_recall", real, fake, k, max_samples, seed)
     real_features, fake_features = _features_of(features, real, real, fake)
-    scores = []
-    for real_rows, fake_rows in _equal_size_parts(len(real), len(fake), rngs[0]):
+    def score(real_rows, fake_rows):
         r, f = real_features[real_rows], fake_features[fake_rows]
-        scores.append((_inside_share(f, r, _knn_radii(r, k)), _inside_share(r, f, _knn_radii(f, k))))
-    precision, recall = np.mean(scores, axis=0)
-    return {"precision": float(precision), "recall": float(recall)}
+        return _inside_share(f, r, _knn_radii(r, k)), _inside_share(r, f, _knn_radii(f, k))
+
+    precision, recall = _mean_over_equal_parts(len(real), len(fake), rngs[0], score)
+    return {"precision": precision, "recall": recall}
 
 
 # ---- nuisance-tolerant precision and recall ------------------------------------------------------
@@ -543,14 +544,14 @@ def precision_recall_tolerant(real, fake, k=3, copies=4, seed=0, max_samples=10_
         index = np.concatenate([c * count + rows for c in range(copies)])
         return features[index], np.tile(np.arange(len(rows)), copies)
 
-    scores = []
-    for real_rows, fake_rows in _equal_size_parts(len(real), len(fake), rngs[0]):
+    def score(real_rows, fake_rows):
         real_manifold, real_groups = wide(wide_real_features, real_rows, len(real))
         fake_manifold, fake_groups = wide(wide_fake_features, fake_rows, len(fake))
-        scores.append((_inside_share(fake_features[fake_rows], real_manifold, _knn_radii(real_manifold, k, real_groups)),
-                       _inside_share(real_features[real_rows], fake_manifold, _knn_radii(fake_manifold, k, fake_groups))))
-    precision, recall = np.mean(scores, axis=0)
-    return {"precision_tolerant": float(precision), "recall_tolerant": float(recall)}
+        return (_inside_share(fake_features[fake_rows], real_manifold, _knn_radii(real_manifold, k, real_groups)),
+                _inside_share(real_features[real_rows], fake_manifold, _knn_radii(fake_manifold, k, fake_groups)))
+
+    precision, recall = _mean_over_equal_parts(len(real), len(fake), rngs[0], score)
+    return {"precision_tolerant": precision, "recall_tolerant": recall}
 
 
 # ---- MS-SSIM and diversity -----------------------------------------------------------------------

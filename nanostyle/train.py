@@ -452,7 +452,7 @@ def _phase(run, optimizer, module, what, loss_of, parts=None):
     optimizer.zero_grad()
     if parts <= 1:
         loss, stats = loss_of(slice(None), run.rng, True)
-        _check_finite(loss, what, run)
+        _check_finite(float(loss.numpy()), what, run)
         loss.backward()
     else:
         B = run.config.batch
@@ -477,8 +477,7 @@ def _phase(run, optimizer, module, what, loss_of, parts=None):
     return stats
 
 
-def _check_finite(loss, what, run):
-    value = float(loss.numpy()) if isinstance(loss, Tensor) else float(loss)
+def _check_finite(value, what, run):
     if not math.isfinite(value):
         raise TrainingDiverged(
             f"the {what} became {value} at {run.cur_nimg / 1000:.3f} kimg (iteration {run.iteration}); "
