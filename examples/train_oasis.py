@@ -26,6 +26,9 @@ def parse_args(argv=None):
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg")
     p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
+    p.add_argument("--diversity", type=float, metavar="WEIGHT",
+                   help="weight of the diversity floor against mode collapse (default 4 with the cpu "
+                        "networks, 0 = plain StyleGAN2 loss, as on GPUs)")
     p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
     p.add_argument("--cfg", choices=["auto", "bench64", "cpu"], default="auto",
                    help="network config: auto (cpu widths when no GPU answers), bench64, cpu")
@@ -45,7 +48,8 @@ def main(argv=None):
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
-                         snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device)
+                         snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
+                         diversity_weight=args.diversity)
     train(config)
 
 

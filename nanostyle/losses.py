@@ -13,6 +13,15 @@ Path-length regularisation (StyleGAN2 sec. 3.2, optional, pl_weight 2 on GPUs, o
   |J_w^T y|, y ~ N(0, I) / sqrt(H W), pulled towards its running mean (decay 0.01), on half the
   batch every G_reg_interval G steps.
 
+Diversity floor (optional, `diversity_weight`; on only in the CPU preset): a mode-seeking term in
+the spirit of MSGAN (Mao, Lee, Tseng, Ma, Yang, "Mode Seeking Generative Adversarial Networks
+for Diverse Image Synthesis", CVPR 2019), made one-sided. The G batch is paired (row i with row
+i + N/2); d = mean over pairs of the RMS pixel distance between the two images; the term is
+  diversity_weight * max(0, 1 - d / d_real)
+where d_real is the same mean distance over pairs of training images (`mean_pair_distance`). It
+is zero, and leaves StyleGAN2's loss untouched, while the samples differ from each other as much
+as the data's images do; it pushes only when they become more alike (mode collapse).
+
 Style mixing (prob 0.9 by default): a second latent's w replaces the first's from a random
 layer cutoff onwards, so no layer can rely on its neighbours sharing one w.
 """
@@ -25,8 +34,9 @@ from .ops import softplus
 
 class StyleGAN2Loss:
     def __init__(self, G, D, augment_pipe=None, r1_gamma=10.0, style_mixing_prob=0.9, pl_weight=0.0,
-                 pl_decay=0.01, pl_batch_shrink=2):
+                 pl_decay=0.01, pl_batch_shrink=2, diversity_weight=0.0, diversity_target=None):
         self.G, self.D, self.augment_pipe = G, D, augment_pipe
+        self.diversity_weight, self.diversity_target = diversity_weight, diversity_target
         self.r1_gamma, self.style_mixing_prob, self.pl_weight = r1_gamma, style_mixing_prob, pl_weight
         self.pl_decay, self.pl_batch_shrink = pl_decay, pl_batch_shrink
         self.pl_mean = 0.0
@@ -55,7 +65,30 @@ class StyleGAN2Loss:
         img = self._generate(gen_z, rng, update_emas=update_emas)
         logits = self._discriminate(img, rng)
         loss = softplus(-logits).mean()
-        return loss, {"loss_G": float(loss.numpy()), "fake_score_G": float(logits.numpy().mean())}
+        stats = {"loss_G": float(loss.numpy()), "fake_score_G": float(logits.numpy().mean())}
+        if self.diversity_weight > 0:
+            floor, floor_stats = self.diversity_loss(img)
+            stats.update(floor_stats)
+            if floor is not None:
+                loss = loss + floor
+        return loss, stats
+
+    def diversity_loss(self, img):
+        """(term or None, stats): the diversity floor of the module docstring for images [N, ...]."""
+        if self.diversity_target is None or self.diversity_target <= 0:
+            raise ValueError("diversity_weight > 0 needs diversity_target, the mean distance between "
+                             "pairs of training images (losses.mean_pair_distance)")
+        half = img.shape[0] // 2
+        if half == 0:
+            return None, {}
+        diff = img[:half] - img[half:2 * half]
+        distance = (diff.square().mean(axis=(1, 2, 3)) + 1e-8).sqrt().mean()
+        shortfall = 1.0 - float(distance.numpy()) / self.diversity_target
+        stats = {"pair_distance": float(distance.numpy()) / self.diversity_target}
+        if shortfall <= 0:
+            return None, dict(stats, loss_diversity=0.0)
+        term = (1.0 - distance * (1.0 / self.diversity_target)) * self.diversity_weight
+        return term, dict(stats, loss_diversity=float(term.numpy()))
 
     def discriminator_loss(self, real_img, gen_z, rng):
         with no_grad():
@@ -90,3 +123,18 @@ class StyleGAN2Loss:
         penalty = (lengths - self.pl_mean).square()
         loss = penalty.mean() * (self.pl_weight * gain)
         return loss, {"pl_length": mean_length, "pl_penalty": float(penalty.numpy().mean())}
+
+
+def mean_pair_distance(images, max_images=512, seed=0):
+    """Mean RMS distance between distinct pairs of `images` [N, C, H, W] (NumPy, float64); a random
+    subset of `max_images` stands for a larger set. The diversity floor's d_real."""
+    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    if len(x) < 2:
+        raise ValueError(f"mean_pair_distance needs at least 2 images, got {len(x)}")
+    if len(x) > max_images:
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_images, replace=False))]
+    sq = (x * x).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0) / x.shape[1]
+    upper = np.triu_indices(len(x), k=1)
+    return float(np.sqrt(d2[upper]).mean())
+

@@ -2,12 +2,13 @@
 networks, losses, autograd and the optimisers are wired together.
 
 One iteration (StyleGAN2-ADA's phases, batch B):
-  Gmain  G.requires_grad, D frozen: softplus(-D(aug(G(z)))) -> Adam(G); w_avg tracked
+  Gmain  G.requires_grad, D frozen: softplus(-D(aug(G(z)))) [+ diversity floor] -> Adam(G); w_avg tracked
   Dmain  G frozen: softplus(D(aug(G(z)))) + softplus(-D(aug(x))) -> Adam(D); ADA statistics
   Dreg   every r1_interval iterations: R1 * r1_interval -> the same Adam(D)
   G_ema  lerp towards G (half-life ema_kimg, ramped up)
 Lazy regularisation scales both optimisers' lr and betas by c = interval / (interval + 1) with
-ADA's intervals (D 16, G 4; G's regulariser, path length, is off by default). On the CPU each
+ADA's intervals (D 16, G 4; G's regulariser, path length, is off by default). The diversity floor
+(losses.py) is on only with the cpu networks, which collapsed to one slice without it. On the CPU each
 phase computes its batch in parts at once, one per core, and sums their gradients (`_phase`).
 
 A run folder holds ckpt-<kimg>.npz and latest.npz (everything needed to continue bit-exactly:
@@ -32,7 +33,7 @@ from .augment import AdaController, AugmentPipe
 from .autograd import Tensor, grad, no_grad
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, load_default_dataset, load_image_folder, to_float
-from .losses import StyleGAN2Loss
+from .losses import StyleGAN2Loss, mean_pair_distance
 from .networks import Discriminator, Generator, network_kwargs
 from .nn import copy_module
 from .optim import Adam, ema_beta, ema_update, lazy_regularization, sanitize_gradients
@@ -59,6 +60,7 @@ class TrainConfig:
     G_reg_interval: int = 4
     style_mixing_prob: float = None
     pl_weight: float = None          # path-length regularisation; None = 2 on a GPU, 0 on the CPU
+    diversity_weight: float = None   # diversity floor against mode collapse (losses.py); None = preset
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
     ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 10 on the CPU)
@@ -96,6 +98,9 @@ class TrainConfig:
             gamma=0.1 if self.res <= 64 else (2.0 if self.res <= 128 else 10.0),
             style_mixing_prob=0.0 if net in ("bench64", "tiny") else 0.9,
             pl_weight=0.0 if cpu_like or net == "bench64" else 2.0,
+            # the cpu networks collapsed to one mid-brain slice from ~10 kimg in every run without it
+            # (README, "The diversity floor"); the GPU configs keep StyleGAN2's loss as it is
+            diversity_weight=4.0 if net == "cpu" else 0.0,
             ada_kimg=10.0 if cpu_like else 500.0,
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
@@ -220,7 +225,8 @@ class Run:
         self.ada = AdaController(self.pipe, config.batch, target=config.ada_target, kimg=config.ada_kimg) \
             if self.pipe is not None else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
-                                  style_mixing_prob=config.style_mixing_prob, pl_weight=config.pl_weight or 0.0)
+                                  style_mixing_prob=config.style_mixing_prob, pl_weight=config.pl_weight or 0.0,
+                                  diversity_weight=config.diversity_weight or 0.0)
         self.rng = np.random.default_rng([config.seed, 1])
         self.data_rng = np.random.default_rng([config.seed, 2])
         self.cur_nimg = 0
@@ -320,6 +326,8 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     network = checkpoint[1].get("network") if checkpoint else None
     run = Run(config, log, network if isinstance(network, dict) and {"G", "D"} <= network.keys() else None)
     run.order = _DataOrder(len(dataset), run.data_rng)
+    if run.loss.diversity_weight > 0:
+        run.loss.diversity_target = mean_pair_distance(reals_all)
     if checkpoint:
         run.restore(*checkpoint)
     log_file = open(os.path.join(run_dir, "log.txt"), "a")
@@ -336,6 +344,8 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     budget = f" or {config.minutes:g} minutes, whichever comes first," if config.minutes else ""
     plan = (f"plan: {config.kimg} kimg{budget} at batch {config.batch}, network '{config.net}' (G {G_n:,} / D {D_n:,} "
             f"parameters), R1 gamma {config.gamma} every {config.r1_interval}, augmentation {config.aug}, "
+            + (f"diversity floor {config.diversity_weight:g} (target {run.loss.diversity_target:.3f}), "
+               if run.loss.diversity_weight > 0 else "") +
             f"device {config.device}" + (f" ({run.parts} parts of each batch at once on threads)" if run.parts > 1 else "")
             + f"; snapshots every {config.snap_kimg} kimg into {run_dir}")
     log(plan)

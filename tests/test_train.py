@@ -67,18 +67,24 @@ def test_cpu_preset_fits_the_hour():
     config = TrainConfig(cfg="cpu", device="cpu")
     config.preset(log=lambda message: None)
     assert (config.kimg, config.minutes) == (100.0, 55.0)
+    assert config.diversity_weight == 4.0
     gpu = TrainConfig(cfg="auto", device="cpu")
     gpu.cfg, gpu.device = "bench64", "cpu"
     gpu.preset(log=lambda message: None)
-    assert gpu.minutes == 0.0
+    assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0
 
 
 @pytest.mark.parametrize("split", [1, 2])
-def test_resume_is_bit_exact(tmp_path, split):
-    # path-length regularisation on, so its running mean must be restored too; split 2 runs the
-    # halves of each batch on two threads, which must be as reproducible as one
-    straight = train(tiny_config(tmp_path / "a", kimg=0.064, pl_weight=2.0, split=split), log_to_stdout=False)
-    half = train(tiny_config(tmp_path / "b", kimg=0.032, pl_weight=2.0, split=split), log_to_stdout=False)
+def test_resume_is_bit_exact(tmp_path, monkeypatch, split):
+    # path-length regularisation on, so its running mean must be restored too, and the diversity
+    # floor, whose target is recomputed from the data (raised here so that the floor is at work on
+    # the tiny run); split 2 runs the halves of each batch on two threads, which must be as
+    # reproducible as one
+    real_target = train_module.mean_pair_distance
+    monkeypatch.setattr(train_module, "mean_pair_distance", lambda images: 10 * real_target(images))
+    options = dict(pl_weight=2.0, diversity_weight=2.0, split=split)
+    straight = train(tiny_config(tmp_path / "a", kimg=0.064, **options), log_to_stdout=False)
+    half = train(tiny_config(tmp_path / "b", kimg=0.032, **options), log_to_stdout=False)
     train(TrainConfig(kimg=0.064), resume=half, log_to_stdout=False)
     a, meta_a = load_checkpoint(os.path.join(straight, "latest.npz"))
     b, meta_b = load_checkpoint(os.path.join(half, "latest.npz"))
@@ -87,6 +93,7 @@ def test_resume_is_bit_exact(tmp_path, split):
     different = [k for k in a if not np.array_equal(a[k], b[k])]
     assert different == []
     assert meta_b["config"]["split"] == split
+    assert any(r.get("loss_diversity", 0) > 0 for r in meta_b["records"])     # the floor was at work
 
 
 class _NoStep:

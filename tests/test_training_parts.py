@@ -156,3 +156,59 @@ def test_path_length_gradient_is_exact_float64():
             object.__setattr__(G.synthesis.blocks[1].conv1, "weight", param)
 
     check_backward(path_length, [param.data.copy()], num_directions=1)
+
+
+def test_mean_pair_distance_is_the_mean_rms_distance_over_distinct_pairs():
+    from nanostyle.losses import mean_pair_distance
+    x = np.random.default_rng(3).uniform(-1, 1, (7, 1, 5, 6))
+    brute = [np.sqrt(((x[i] - x[j]) ** 2).mean()) for i in range(7) for j in range(i + 1, 7)]
+    assert mean_pair_distance(x) == pytest.approx(np.mean(brute), rel=1e-9)
+    assert mean_pair_distance(np.repeat(x[:1], 5, axis=0)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_pair_distance(x[:1])
+
+
+def _floor_loss(weight=2.0, target=0.5):
+    G, D = tiny(16, dtype=np.float64)
+    return StyleGAN2Loss(G, D, None, diversity_weight=weight, diversity_target=target)
+
+
+def test_diversity_floor_is_zero_for_varied_images_and_pushes_alike_ones_apart():
+    loss = _floor_loss(target=0.5)
+    rng = np.random.default_rng(4)
+    varied = rng.uniform(-1, 1, (4, 1, 8, 8))                 # pair distance ~0.8 > target
+    term, stats = loss.diversity_loss(ns.Tensor(varied))
+    assert term is None and stats["loss_diversity"] == 0.0 and stats["pair_distance"] > 1
+    base = rng.uniform(-1, 1, (1, 1, 8, 8))
+    alike = ns.Tensor(base + 0.05 * rng.standard_normal((4, 1, 8, 8)), requires_grad=True)
+    term, stats = loss.diversity_loss(alike)
+    assert 0 < stats["pair_distance"] < 0.5 and stats["loss_diversity"] == pytest.approx(2.0 * (1 - stats["pair_distance"]))
+    (g,) = ns.grad(term, [alike])
+    # a small step against the gradient moves each pair apart, so the term falls
+    stepped, _ = loss.diversity_loss(ns.Tensor(alike.data - 0.01 * g.data))
+    assert stepped.item() < term.item()
+
+
+def test_diversity_floor_gradient_matches_finite_differences():
+    loss = _floor_loss(weight=1.5, target=3.0)                # target above any distance: term active
+    x = np.random.default_rng(5).uniform(-1, 1, (6, 1, 4, 4))
+    check_backward(lambda img: loss.diversity_loss(img)[0], [x])
+
+
+def test_diversity_floor_without_a_target_says_what_is_missing():
+    loss = _floor_loss(target=None)
+    with pytest.raises(ValueError, match="diversity_target"):
+        loss.diversity_loss(ns.Tensor(np.zeros((4, 1, 8, 8))))
+
+
+def test_generator_loss_adds_the_floor_when_samples_are_alike():
+    G, D = tiny(16)
+    rng = np.random.default_rng(0)
+    z = ns.Tensor(rng.standard_normal((4, G.z_dim)).astype(np.float32))
+    plain, plain_stats = StyleGAN2Loss(G, D, None, style_mixing_prob=0.0).generator_loss(z, np.random.default_rng(1))
+    # an untrained G's samples are nearly alike: far below a target of 10, so the floor is on
+    floored, stats = StyleGAN2Loss(G, D, None, style_mixing_prob=0.0, diversity_weight=1.0,
+                                   diversity_target=10.0).generator_loss(z, np.random.default_rng(1))
+    assert stats["loss_diversity"] > 0.9
+    assert floored.item() == pytest.approx(plain.item() + stats["loss_diversity"], rel=1e-5)
+    assert "loss_diversity" not in plain_stats
