@@ -83,9 +83,9 @@ class StyleGAN2Loss:
             return None, {}
         diff = img[:half] - img[half:2 * half]
         distance = (diff.square().mean(axis=(1, 2, 3)) + 1e-8).sqrt().mean()
-        shortfall = 1.0 - float(distance.numpy()) / self.diversity_target
-        stats = {"pair_distance": float(distance.numpy()) / self.diversity_target}
-        if shortfall <= 0:
+        ratio = float(distance.numpy()) / self.diversity_target
+        stats = {"pair_distance": ratio}
+        if ratio >= 1.0:
             return None, dict(stats, loss_diversity=0.0)
         term = (1.0 - distance * (1.0 / self.diversity_target)) * self.diversity_weight
         return term, dict(stats, loss_diversity=float(term.numpy()))
@@ -137,4 +137,3 @@ def mean_pair_distance(images, max_images=512, seed=0):
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0) / x.shape[1]
     upper = np.triu_indices(len(x), k=1)
     return float(np.sqrt(d2[upper]).mean())
-

@@ -116,6 +116,9 @@ class TrainConfig:
                 setattr(self, key, value)
         if self.metrics_kimg is None:
             self.metrics_kimg = self.snap_kimg * (2 if cpu_like else 1)
+        if self.diversity_weight < 0:
+            raise ValueError(f"--diversity {self.diversity_weight:g}: the diversity floor's weight must be >= 0 "
+                             "(0 turns it off)")
         if self.batch < 2 or self.batch % min(4, self.batch):
             raise ValueError(f"--batch {self.batch}: use an even batch that is a multiple of 4 (or 2), "
                              "the discriminator's minibatch-stddev group")

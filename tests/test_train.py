@@ -72,6 +72,8 @@ def test_cpu_preset_fits_the_hour():
     gpu.cfg, gpu.device = "bench64", "cpu"
     gpu.preset(log=lambda message: None)
     assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0
+    with pytest.raises(ValueError, match="--diversity -1: .* must be >= 0"):
+        TrainConfig(cfg="cpu", device="cpu", diversity_weight=-1.0).preset(log=lambda message: None)
 
 
 @pytest.mark.parametrize("split", [1, 2])
