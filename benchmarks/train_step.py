@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from nanostyle import backend, parallel  # noqa: E402
 from nanostyle.losses import StyleGAN2Loss  # noqa: E402
 from nanostyle.optim import Adam, lazy_regularization  # noqa: E402
-from nanostyle.train import _phase, build_networks  # noqa: E402
+from nanostyle.train import _phase, build_networks, default_split  # noqa: E402
 
 CONFIGS = {"bench64": dict(net="bench64", res=64, batch=16, gamma=1.0, r1_interval=16),
            "cpu64": dict(net="cpu", res=64, batch=16, gamma=1.0, r1_interval=16)}
@@ -52,8 +52,8 @@ def measure(config_name, iters, device, split=None):
     def z():
         return ns.Tensor(xp.asarray(rng.standard_normal((B, G.z_dim)).astype(np.float32)))
 
-    if split is None:                 # as the training loop picks it (train.Run)
-        split = parallel.batch_parts(B, D.epilogue.mbstd_group_size) if device == "cpu" else 1
+    if split is None:                 # as the training loop picks it
+        split = default_split(B, D, device)
     # the training loop's own phase (train._phase): loss, backward, Adam; with split > 1 the
     # parts of the batch on threads at once
     run = types.SimpleNamespace(config=types.SimpleNamespace(batch=B, out=None), rng=rng, parts=split,

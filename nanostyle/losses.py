@@ -18,7 +18,7 @@ the spirit of MSGAN (Mao, Lee, Tseng, Ma, Yang, "Mode Seeking Generative Adversa
 for Diverse Image Synthesis", CVPR 2019), made one-sided. The G batch is paired (row i with row
 i + N/2); d = mean over pairs of the RMS pixel distance between the two images; the term is
   diversity_weight * max(0, 1 - d / d_real)
-where d_real is the same mean distance over pairs of training images (`mean_pair_distance`). It
+where d_real is the same mean distance over pairs of training images (metrics.mean_pair_distance). It
 is zero, and leaves StyleGAN2's loss untouched, while the samples differ from each other as much
 as the data's images do; it pushes only when they become more alike (mode collapse).
 
@@ -77,7 +77,7 @@ class StyleGAN2Loss:
         """(term or None, stats): the diversity floor of the module docstring for images [N, ...]."""
         if self.diversity_target is None or self.diversity_target <= 0:
             raise ValueError("diversity_weight > 0 needs diversity_target, the mean distance between "
-                             "pairs of training images (losses.mean_pair_distance)")
+                             "pairs of training images (metrics.mean_pair_distance)")
         half = img.shape[0] // 2
         if half == 0:
             return None, {}
@@ -123,17 +123,3 @@ class StyleGAN2Loss:
         penalty = (lengths - self.pl_mean).square()
         loss = penalty.mean() * (self.pl_weight * gain)
         return loss, {"pl_length": mean_length, "pl_penalty": float(penalty.numpy().mean())}
-
-
-def mean_pair_distance(images, max_images=512, seed=0):
-    """Mean RMS distance between distinct pairs of `images` [N, C, H, W] (NumPy, float64); a random
-    subset of `max_images` stands for a larger set. The diversity floor's d_real."""
-    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
-    if len(x) < 2:
-        raise ValueError(f"mean_pair_distance needs at least 2 images, got {len(x)}")
-    if len(x) > max_images:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_images, replace=False))]
-    sq = (x * x).sum(axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0) / x.shape[1]
-    upper = np.triu_indices(len(x), k=1)
-    return float(np.sqrt(d2[upper]).mean())

@@ -49,7 +49,7 @@ import numpy as np
 
 __all__ = ["sliced_wasserstein", "laplacian_pyramid", "precision_recall", "precision_recall_tolerant",
            "nuisance_augment", "Embedding", "embed",
-           "ms_ssim", "diversity", "memorisation", "evaluate", "format_table"]
+           "ms_ssim", "diversity", "mean_pair_distance", "memorisation", "evaluate", "format_table"]
 
 _BINOMIAL_5 = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0      # ProGAN's pyramid filter, separable
 _MS_SSIM_WEIGHTS = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])  # Wang et al. 2003
@@ -414,6 +414,22 @@ def _nearest_distances(queries, references):
     for rows, d in _squared_distances(queries, references):
         nearest[rows] = d.min(axis=1)
     return np.sqrt(nearest)
+
+
+def mean_pair_distance(images, max_images=512, seed=0):
+    """Mean RMS pixel distance between distinct pairs of `images` [N, C, H, W]; a random subset of
+    `max_images` (drawn with `seed`) stands for a larger set. The training loss's diversity floor
+    uses it on the training images as its target."""
+    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    if len(x) < 2:
+        raise ValueError(f"mean_pair_distance needs at least 2 images, got {len(x)}")
+    if len(x) > max_images:
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_images, replace=False))]
+    total = 0.0
+    for rows, d in _squared_distances(x, x):
+        d[np.arange(d.shape[0]), np.arange(rows.start, rows.stop)] = 0.0     # each image with itself
+        total += np.sqrt(d / x.shape[1]).sum()
+    return float(total / (len(x) * (len(x) - 1)))
 
 
 def _mean_over_equal_parts(real_count, fake_count, rng, score):

@@ -33,7 +33,8 @@ from .augment import AdaController, AugmentPipe
 from .autograd import Tensor, grad, no_grad
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, load_default_dataset, load_image_folder, to_float
-from .losses import StyleGAN2Loss, mean_pair_distance
+from .losses import StyleGAN2Loss
+from .metrics import mean_pair_distance
 from .networks import Discriminator, Generator, network_kwargs
 from .nn import copy_module
 from .optim import Adam, ema_beta, ema_update, lazy_regularization, sanitize_gradients
@@ -136,6 +137,13 @@ def build_networks(net, res, img_channels=1, seed=0, dtype=np.float32, kwargs=No
     return G, D
 
 
+def default_split(batch, D, device):
+    """How many parts of each batch the training phases compute at once: one per core on the CPU
+    where the batch divides into whole minibatch-stddev groups of D (parallel.batch_parts), 1 on
+    a GPU."""
+    return parallel.batch_parts(batch, D.epilogue.mbstd_group_size) if device == "cpu" else 1
+
+
 def generate(G, seeds=None, z=None, truncation_psi=1.0, noise_mode="const", batch=16):
     """Images [N, C, R, R] (NumPy floats in [-1, 1]) for integer seeds (z drawn from
     default_rng(seed)) or given latents, with no graph."""
@@ -203,7 +211,7 @@ def _all_finite(module):
 class Run:
     """State of one training run (networks, optimisers, RNGs, counters) and its folder."""
 
-    def __init__(self, config, log, network=None):
+    def __init__(self, config, log, network=None, diversity_target=None):
         self.config, self.log = config, log
         dtype = np.float32
         # {"G": kwargs, "D": kwargs}, as the checkpoint stores it: a resumed run's own, else the preset's
@@ -212,8 +220,7 @@ class Run:
                                         kwargs=(self.network["G"], self.network["D"]))
         self.G_ema = copy_module(self.G)
         if config.split is None:       # saved in the checkpoint's config: a resumed run splits alike
-            group = self.D.epilogue.mbstd_group_size
-            config.split = parallel.batch_parts(config.batch, group) if config.device == "cpu" else 1
+            config.split = default_split(config.batch, self.D, config.device)
         if config.split < 1 or config.batch % config.split:
             raise ValueError(f"split {config.split}: the batch ({config.batch}) must divide into that many parts")
         self.parts = config.split
@@ -229,7 +236,7 @@ class Run:
             if self.pipe is not None else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
                                   style_mixing_prob=config.style_mixing_prob, pl_weight=config.pl_weight or 0.0,
-                                  diversity_weight=config.diversity_weight or 0.0)
+                                  diversity_weight=config.diversity_weight or 0.0, diversity_target=diversity_target)
         self.rng = np.random.default_rng([config.seed, 1])
         self.data_rng = np.random.default_rng([config.seed, 2])
         self.cur_nimg = 0
@@ -327,10 +334,9 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     # a checkpoint names the networks it holds: resume with those, even if the config's preset has
     # changed since (e.g. the cpu networks lost their noise inputs on 2026-11-25)
     network = checkpoint[1].get("network") if checkpoint else None
-    run = Run(config, log, network if isinstance(network, dict) and {"G", "D"} <= network.keys() else None)
+    run = Run(config, log, network if isinstance(network, dict) and {"G", "D"} <= network.keys() else None,
+              diversity_target=mean_pair_distance(reals_all) if config.diversity_weight else None)
     run.order = _DataOrder(len(dataset), run.data_rng)
-    if run.loss.diversity_weight > 0:
-        run.loss.diversity_target = mean_pair_distance(reals_all)
     if checkpoint:
         run.restore(*checkpoint)
     log_file = open(os.path.join(run_dir, "log.txt"), "a")

@@ -159,7 +159,7 @@ def test_path_length_gradient_is_exact_float64():
 
 
 def test_mean_pair_distance_is_the_mean_rms_distance_over_distinct_pairs():
-    from nanostyle.losses import mean_pair_distance
+    from nanostyle.metrics import mean_pair_distance
     x = np.random.default_rng(3).uniform(-1, 1, (7, 1, 5, 6))
     brute = [np.sqrt(((x[i] - x[j]) ** 2).mean()) for i in range(7) for j in range(i + 1, 7)]
     assert mean_pair_distance(x) == pytest.approx(np.mean(brute), rel=1e-9)
