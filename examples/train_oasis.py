@@ -30,6 +30,9 @@ def parse_args(argv=None):
                    help="weight of the diversity floor against mode collapse (default 4 with the cpu "
                         "networks, 0 = plain StyleGAN2 loss, as on GPUs)")
     p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
+    p.add_argument("--aug-pivot", choices=["mean", "black"],
+                   help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
+                        "keeps the MRI background at -1 (default black with the cpu networks, mean otherwise)")
     p.add_argument("--cfg", choices=["auto", "bench64", "cpu"], default="auto",
                    help="network config: auto (cpu widths when no GPU answers), bench64, cpu")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")
@@ -49,7 +52,7 @@ def main(argv=None):
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
                          snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
-                         diversity_weight=args.diversity)
+                         diversity_weight=args.diversity, ada_pivot=args.aug_pivot)
     train(config)
 
 

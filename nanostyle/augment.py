@@ -21,7 +21,11 @@ from .autograd import Tensor, where
 
 class AugmentPipe:
     def __init__(self, xflip=1.0, translate=1.0, brightness=1.0, contrast=1.0, cutout=1.0, noise=0.0,
-                 translate_max=0.125, brightness_std=0.2, contrast_std=0.5, cutout_size=0.5, noise_std=0.1):
+                 translate_max=0.125, brightness_std=0.2, contrast_std=0.5, cutout_size=0.5, noise_std=0.1,
+                 pivot="mean"):
+        if pivot not in ("mean", "black"):
+            raise ValueError(f"AugmentPipe: pivot must be 'mean' or 'black', got {pivot!r}")
+        self.pivot = pivot
         self.strengths = dict(xflip=xflip, translate=translate, brightness=brightness, contrast=contrast,
                               cutout=cutout, noise=noise)
         self.translate_max, self.brightness_std, self.contrast_std = translate_max, brightness_std, contrast_std
@@ -59,13 +63,15 @@ class AugmentPipe:
         chosen = self._chosen("brightness", N, rng)
         offset = rng.standard_normal(N) * self.brightness_std * chosen
         if chosen.any():
-            x = x + Tensor(xp.asarray(offset.reshape(N, 1, 1, 1).astype(dtype)))
+            offset = Tensor(xp.asarray(offset.reshape(N, 1, 1, 1).astype(dtype)))
+            # pivot "black": the offset scales with (x + 1) / 2, so the background stays at -1
+            x = x + offset if self.pivot == "mean" else x + (x + 1.0) * (offset * 0.5)
 
         # contrast around each image's mean
         chosen = self._chosen("contrast", N, rng)
         factor = np.where(chosen, np.exp2(rng.standard_normal(N) * self.contrast_std), 1.0)
         if chosen.any():
-            mean = x.mean(axis=(1, 2, 3), keepdims=True)
+            mean = x.mean(axis=(1, 2, 3), keepdims=True) if self.pivot == "mean" else -1.0
             x = (x - mean) * Tensor(xp.asarray(factor.reshape(N, 1, 1, 1).astype(dtype))) + mean
 
         # cutout: a square of cutout_size * image size, centre uniform, filled with -1

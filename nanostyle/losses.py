@@ -16,7 +16,9 @@ Path-length regularisation (StyleGAN2 sec. 3.2, optional, pl_weight 2 on GPUs, o
 Diversity floor (optional, `diversity_weight`; on only in the CPU preset): a mode-seeking term in
 the spirit of MSGAN (Mao, Lee, Tseng, Ma, Yang, "Mode Seeking Generative Adversarial Networks
 for Diverse Image Synthesis", CVPR 2019), made one-sided. The G batch is paired (row i with row
-i + N/2); d = mean over pairs of the RMS pixel distance between the two images; the term is
+i + N/2); d = mean over pairs of the RMS pixel distance between the two images, both clamped to
+the data range [-1, 1] first (distance bought with values outside it, such as a background darker
+than black, counts for nothing, and has no gradient); the term is
   diversity_weight * max(0, 1 - d / d_real)
 where d_real is the same mean distance over pairs of training images (metrics.mean_pair_distance). It
 is zero, and leaves StyleGAN2's loss untouched, while the samples differ from each other as much
@@ -29,7 +31,7 @@ import numpy as np
 
 from . import backend
 from .autograd import Tensor, concat, grad, no_grad
-from .ops import softplus
+from .ops import bias_act, softplus
 
 
 class StyleGAN2Loss:
@@ -81,6 +83,7 @@ class StyleGAN2Loss:
         half = img.shape[0] // 2
         if half == 0:
             return None, {}
+        img = bias_act(img, act="linear", clamp=1.0)   # the data range: [-1, 1]
         diff = img[:half] - img[half:2 * half]
         distance = (diff.square().mean(axis=(1, 2, 3)) + 1e-8).sqrt().mean()
         ratio = float(distance.numpy()) / self.diversity_target

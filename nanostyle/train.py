@@ -65,6 +65,8 @@ class TrainConfig:
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
     ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 10 on the CPU)
+    ada_pivot: str = None            # brightness/contrast about the image "mean" (ADA) or "black"
+                                     # (MRI: the background stays -1); None = preset
     ema_kimg: float = None
     ema_rampup: float = 0.05
     lr_G: float = 0.0025
@@ -103,6 +105,9 @@ class TrainConfig:
             # (README, "The diversity floor"); the GPU configs keep StyleGAN2's loss as it is
             diversity_weight=4.0 if net == "cpu" else 0.0,
             ada_kimg=10.0 if cpu_like else 500.0,
+            # at the cpu preset's p (0.7-1.0 for ~20 kimg) ADA's colour transforms leak: G drew grey
+            # and darker-than-black backgrounds; about black, no augmentation moves the background
+            ada_pivot="black" if net == "cpu" else "mean",
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
@@ -146,7 +151,9 @@ def default_split(batch, D, device):
 
 def generate(G, seeds=None, z=None, truncation_psi=1.0, noise_mode="const", batch=16):
     """Images [N, C, R, R] (NumPy floats in [-1, 1]) for integer seeds (z drawn from
-    default_rng(seed)) or given latents, with no graph."""
+    default_rng(seed)) or given latents, with no graph. G's raw output is clipped to the data
+    range, as every picture of it is (PNG) and as the reference's metrics see it (uint8): the
+    metrics judge what a user gets."""
     if z is None:
         z = np.stack([np.random.default_rng(int(s)).standard_normal(G.z_dim) for s in seeds]).astype(np.float32)
     xp = G.mapping.w_avg.xp
@@ -156,7 +163,7 @@ def generate(G, seeds=None, z=None, truncation_psi=1.0, noise_mode="const", batc
             chunk = Tensor(xp.asarray(z[start:start + batch], dtype=G.mapping.w_avg.dtype))
             rng = np.random.default_rng(12345 + start)
             out.append(backend.to_numpy(G(chunk, truncation_psi=truncation_psi, noise_mode=noise_mode, rng=rng).data))
-    return np.concatenate(out)
+    return np.clip(np.concatenate(out), -1.0, 1.0)
 
 
 def load_dataset(config, log=print):
@@ -231,7 +238,8 @@ class Run:
         lr_D, betas_D = lazy_regularization(config.lr_D, (0.0, 0.99), config.r1_interval)
         self.opt_G = Adam(self.G.parameters(), lr=lr_G, betas=betas_G)
         self.opt_D = Adam(self.D.parameters(), lr=lr_D, betas=betas_D)
-        self.pipe = AugmentPipe() if config.aug == "ada" else None
+        # a run from before ada_pivot existed (None) was trained with ADA's own "mean"
+        self.pipe = AugmentPipe(pivot=config.ada_pivot or "mean") if config.aug == "ada" else None
         self.ada = AdaController(self.pipe, config.batch, target=config.ada_target, kimg=config.ada_kimg) \
             if self.pipe is not None else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
@@ -352,7 +360,8 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     G_n, D_n = run.G.num_parameters(), run.D.num_parameters()
     budget = f" or {config.minutes:g} minutes, whichever comes first," if config.minutes else ""
     plan = (f"plan: {config.kimg} kimg{budget} at batch {config.batch}, network '{config.net}' (G {G_n:,} / D {D_n:,} "
-            f"parameters), R1 gamma {config.gamma} every {config.r1_interval}, augmentation {config.aug}, "
+            f"parameters), R1 gamma {config.gamma} every {config.r1_interval}, augmentation {config.aug}"
+            + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (f"diversity floor {config.diversity_weight:g} (target {run.loss.diversity_target:.3f}), "
                if run.loss.diversity_weight > 0 else "") +
             f"device {config.device}" + (f" ({run.parts} parts of each batch at once on threads)" if run.parts > 1 else "")

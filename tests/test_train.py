@@ -67,11 +67,11 @@ def test_cpu_preset_fits_the_hour():
     config = TrainConfig(cfg="cpu", device="cpu")
     config.preset(log=lambda message: None)
     assert (config.kimg, config.minutes) == (100.0, 55.0)
-    assert config.diversity_weight == 4.0
+    assert config.diversity_weight == 4.0 and config.ada_pivot == "black"
     gpu = TrainConfig(cfg="auto", device="cpu")
     gpu.cfg, gpu.device = "bench64", "cpu"
     gpu.preset(log=lambda message: None)
-    assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0
+    assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0 and gpu.ada_pivot == "mean"
     with pytest.raises(ValueError, match="--diversity -1: .* must be >= 0"):
         TrainConfig(cfg="cpu", device="cpu", diversity_weight=-1.0).preset(log=lambda message: None)
 
@@ -84,7 +84,7 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch, split):
     # reproducible as one
     real_target = train_module.mean_pair_distance
     monkeypatch.setattr(train_module, "mean_pair_distance", lambda images: 10 * real_target(images))
-    options = dict(pl_weight=2.0, diversity_weight=2.0, split=split)
+    options = dict(pl_weight=2.0, diversity_weight=2.0, split=split, ada_pivot="black")
     straight = train(tiny_config(tmp_path / "a", kimg=0.064, **options), log_to_stdout=False)
     half = train(tiny_config(tmp_path / "b", kimg=0.032, **options), log_to_stdout=False)
     train(TrainConfig(kimg=0.064), resume=half, log_to_stdout=False)
@@ -234,3 +234,20 @@ def test_cli_sample_rejects_a_foreign_checkpoint(tmp_path):
     np.savez(tmp_path / "foreign.npz", a=np.zeros(2))
     result = _cli(os.path.join(ROOT, "examples", "sample.py"), "--ckpt", str(tmp_path / "foreign.npz"), cwd=tmp_path)
     assert result.returncode == 2 and "foreign" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_clips_to_the_data_range_as_the_pictures_do():
+    from test_networks import tiny
+
+    G, _ = tiny(16)
+
+    class Loud:                       # G with its output scaled far past [-1, 1]
+        z_dim, mapping = G.z_dim, G.mapping
+
+        def __call__(self, z, **kwargs):
+            return G(z, **kwargs) * 50.0
+
+    raw = train_module.generate(G, seeds=range(3)) * 50.0
+    loud = train_module.generate(Loud(), seeds=range(3))
+    assert np.abs(raw).max() > 1 and loud.min() >= -1 and loud.max() <= 1
+    np.testing.assert_allclose(loud, np.clip(raw, -1, 1), atol=1e-5)

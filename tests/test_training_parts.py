@@ -49,6 +49,32 @@ def test_each_transform_alone(name):
         assert ((y == -1) & (x != -1)).mean() > 0.1
 
 
+@pytest.mark.parametrize("name", ["brightness", "contrast"])
+def test_colour_transforms_about_black_keep_the_background_black(name):
+    rng = np.random.default_rng(6)
+    x = -np.ones((64, 1, 8, 8))
+    x[:, :, 2:6, 2:6] = rng.uniform(-0.5, 1, (64, 1, 4, 4))   # a brain on a black background
+    strengths = dict(xflip=0, translate=0, brightness=0, contrast=0, cutout=0, noise=0)
+    strengths[name] = 1
+    pipe = AugmentPipe(**strengths, pivot="black")
+    pipe.p = 1.0
+    y = pipe(ns.Tensor(x), np.random.default_rng(3)).data
+    background = x == -1
+    assert np.array_equal(y[background], x[background])
+    gain = (y + 1)[:, :, 2:6, 2:6] / (x + 1)[:, :, 2:6, 2:6]    # a gain about -1, one per image
+    assert np.allclose(gain, gain[:, :, :1, :1]) and gain.std() > 0.05
+    # the reference pivot moves the background too
+    reference = AugmentPipe(**strengths)
+    reference.p = 1.0
+    assert not np.allclose(reference(ns.Tensor(x), np.random.default_rng(3)).data[background], -1)
+    check_backward(lambda t: pipe(t, np.random.default_rng(1)) ** 2, [x[:4]], num_directions=1)
+
+
+def test_augment_pipe_refuses_an_unknown_pivot():
+    with pytest.raises(ValueError, match="pivot must be 'mean' or 'black'"):
+        AugmentPipe(pivot="median")
+
+
 def test_ada_controller_moves_p_both_ways():
     pipe = AugmentPipe()
     ada = AdaController(pipe, batch_size=64, target=0.6, interval=4, kimg=1)
@@ -193,6 +219,21 @@ def test_diversity_floor_gradient_matches_finite_differences():
     loss = _floor_loss(weight=1.5, target=3.0)                # target above any distance: term active
     x = np.random.default_rng(5).uniform(-1, 1, (6, 1, 4, 4))
     check_backward(lambda img: loss.diversity_loss(img)[0], [x])
+
+
+def test_diversity_floor_counts_no_distance_outside_the_data_range():
+    loss = _floor_loss(weight=1.0, target=0.5)
+    rng = np.random.default_rng(6)
+    base = rng.uniform(-1, 1, (2, 1, 8, 8))
+    darker = base.copy()
+    darker[:, :, :3] = -1.0                                    # black background rows ...
+    x = np.concatenate([darker, darker])
+    x[2:, :, :3] = rng.uniform(-2.0, -1.2, (2, 1, 3, 8))       # ... and "darker than black" ones
+    img = ns.Tensor(x, requires_grad=True)
+    term, stats = loss.diversity_loss(img)
+    assert stats["pair_distance"] == pytest.approx(0.0, abs=1e-3) and term.item() == pytest.approx(1.0, abs=1e-3)
+    (g,) = ns.grad(term, [img])
+    assert np.all(g.data[2:, :, :3] == 0)                     # no gradient pushes further out of range
 
 
 def test_diversity_floor_without_a_target_says_what_is_missing():
