@@ -32,7 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
     p.add_argument("--aug-pivot", choices=["mean", "black"],
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
-                        "keeps the MRI background at -1 (default black with the cpu networks, mean otherwise)")
+                        "keeps the MRI background at -1 (default: mean)")
     p.add_argument("--cfg", choices=["auto", "bench64", "cpu"], default="auto",
                    help="network config: auto (cpu widths when no GPU answers), bench64, cpu")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")

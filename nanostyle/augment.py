@@ -10,6 +10,14 @@ padding), brightness (additive, N(0, 0.2)), contrast (multiplicative around the 
 lognormal with log2-std 0.5), cutout (a square of half the image size set to the background
 value -1, since MRI background is black), additive Gaussian noise (|N(0, 0.1)| std).
 
+pivot="black" (an option for MRI; not a default) makes brightness and contrast gains about black
+instead: brightness adds b * (x + 1) / 2 (b ~ N(0, 0.2), so white moves by b and the background
+not at all), contrast scales x + 1 by the lognormal factor. With ADA's pivot (the image mean),
+brightness and contrast move the -1 background too, and once p passes ~0.8 they can leak (the
+cpu networks, whose p runs near 1 for a while, drew some samples on grey backgrounds). About
+black they are weaker: in the one cpu run with it, D overfitted, p sat at 1 from 14 to 40 kimg
+and the samples were lopsided blobs at 40 kimg where the run with ADA's pivot drew brains.
+
 AdaController adjusts p from the discriminator's overfitting heuristic r_t = E[sign(D(real))]:
 above the target (0.6) the discriminator is overfitting and p grows, below it p shrinks, fast
 enough that p can go from 0 to 1 in 500k images.

@@ -105,9 +105,9 @@ class TrainConfig:
             # (README, "The diversity floor"); the GPU configs keep StyleGAN2's loss as it is
             diversity_weight=4.0 if net == "cpu" else 0.0,
             ada_kimg=10.0 if cpu_like else 500.0,
-            # at the cpu preset's p (0.7-1.0 for ~20 kimg) ADA's colour transforms leak: G drew grey
-            # and darker-than-black backgrounds; about black, no augmentation moves the background
-            ada_pivot="black" if net == "cpu" else "mean",
+            # ADA's own pivot everywhere: "black" (the background never moves) let D overfit, p sat
+            # at 1 from 14 to 40 kimg and the cpu run drew lopsided blobs there (README)
+            ada_pivot="mean",
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,

@@ -67,7 +67,7 @@ def test_cpu_preset_fits_the_hour():
     config = TrainConfig(cfg="cpu", device="cpu")
     config.preset(log=lambda message: None)
     assert (config.kimg, config.minutes) == (100.0, 55.0)
-    assert config.diversity_weight == 4.0 and config.ada_pivot == "black"
+    assert config.diversity_weight == 4.0 and config.ada_pivot == "mean"
     gpu = TrainConfig(cfg="auto", device="cpu")
     gpu.cfg, gpu.device = "bench64", "cpu"
     gpu.preset(log=lambda message: None)
