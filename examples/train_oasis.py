@@ -30,9 +30,9 @@ def parse_args(argv=None):
                    help="weight of the diversity floor against mode collapse (default 4 with the cpu "
                         "networks, 0 = plain StyleGAN2 loss, as on GPUs)")
     p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
-    p.add_argument("--aug-pivot", choices=["mean", "black"],
+    p.add_argument("--aug-pivot", choices=["mean", "black"], default="mean",
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
-                        "keeps the MRI background at -1 (default: mean)")
+                        "keeps the MRI background at -1 (weaker: D overfitted with it in the cpu run)")
     p.add_argument("--cfg", choices=["auto", "bench64", "cpu"], default="auto",
                    help="network config: auto (cpu widths when no GPU answers), bench64, cpu")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")

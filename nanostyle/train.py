@@ -65,8 +65,8 @@ class TrainConfig:
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
     ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 10 on the CPU)
-    ada_pivot: str = None            # brightness/contrast about the image "mean" (ADA) or "black"
-                                     # (MRI: the background stays -1); None = preset
+    ada_pivot: str = "mean"          # brightness/contrast about the image "mean" (ADA) or "black"
+                                     # (MRI: the background stays -1; weaker, see augment.py)
     ema_kimg: float = None
     ema_rampup: float = 0.05
     lr_G: float = 0.0025
@@ -105,9 +105,6 @@ class TrainConfig:
             # (README, "The diversity floor"); the GPU configs keep StyleGAN2's loss as it is
             diversity_weight=4.0 if net == "cpu" else 0.0,
             ada_kimg=10.0 if cpu_like else 500.0,
-            # ADA's own pivot everywhere: "black" (the background never moves) let D overfit, p sat
-            # at 1 from 14 to 40 kimg and the cpu run drew lopsided blobs there (README)
-            ada_pivot="mean",
             ema_kimg=(2.0 if cpu_like else 10.0),
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
@@ -238,8 +235,7 @@ class Run:
         lr_D, betas_D = lazy_regularization(config.lr_D, (0.0, 0.99), config.r1_interval)
         self.opt_G = Adam(self.G.parameters(), lr=lr_G, betas=betas_G)
         self.opt_D = Adam(self.D.parameters(), lr=lr_D, betas=betas_D)
-        # a run from before ada_pivot existed (None) was trained with ADA's own "mean"
-        self.pipe = AugmentPipe(pivot=config.ada_pivot or "mean") if config.aug == "ada" else None
+        self.pipe = AugmentPipe(pivot=config.ada_pivot) if config.aug == "ada" else None
         self.ada = AdaController(self.pipe, config.batch, target=config.ada_target, kimg=config.ada_kimg) \
             if self.pipe is not None else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
