@@ -75,7 +75,7 @@ class AugmentPipe:
             # pivot "black": the offset scales with (x + 1) / 2, so the background stays at -1
             x = x + offset if self.pivot == "mean" else x + (x + 1.0) * (offset * 0.5)
 
-        # contrast around each image's mean
+        # contrast around each image's mean (pivot "mean") or around black
         chosen = self._chosen("contrast", N, rng)
         factor = np.where(chosen, np.exp2(rng.standard_normal(N) * self.contrast_std), 1.0)
         if chosen.any():
