@@ -243,6 +243,22 @@ def test_laplacian_pyramid_matches_the_progressive_gan_definition(reals):
         np.testing.assert_allclose(ours, theirs, atol=1e-12)
 
 
+def test_swd_uses_every_part_of_the_larger_set(reals, other_reals):
+    """A set four times the other's size is compared as four parts, not one random draw: making
+    any one image of the larger set into noise moves the distance, whichever side is larger."""
+    small, large = reals[:10, :, :16, :16], other_reals[:40, :, :16, :16]
+    kwargs = dict(patches_per_image=16, num_projections=32, seed=3)
+    noise = np.random.default_rng(5).uniform(-1, 1, size=small.shape[1:])
+    for real_is_larger in (False, True):
+        def swd(images):
+            return metrics.sliced_wasserstein(*((images, small) if real_is_larger else (small, images)), **kwargs)
+        base = swd(large)
+        for index in range(0, 40, 3):
+            changed = large.copy()
+            changed[index] = noise
+            assert swd(changed)["swd_avg"] != base["swd_avg"], (real_is_larger, index)
+
+
 def test_swd_reports_every_level_and_scales_to_the_resolution(reals, other_reals):
     r = metrics.sliced_wasserstein(reals[:40], other_reals[:40], patches_per_image=32)
     assert list(r) == ["swd_64", "swd_32", "swd_16", "swd_avg"]
