@@ -29,6 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--diversity", type=float, metavar="WEIGHT",
                    help="weight of the diversity floor against mode collapse (default 4 with the cpu "
                         "networks, 0 = plain StyleGAN2 loss, as on GPUs)")
+    p.add_argument("--diversity-gate", type=float, default=0.0, metavar="KIMG",
+                   help="let the floor push only while a running mean (half-life KIMG) of the samples' "
+                        "pair distance is below the data's, not whenever one batch is (default 0: per batch)")
     p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
     p.add_argument("--aug-pivot", choices=["mean", "black"], default="mean",
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
@@ -52,7 +55,8 @@ def main(argv=None):
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
                          snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
-                         diversity_weight=args.diversity, ada_pivot=args.aug_pivot)
+                         diversity_weight=args.diversity, diversity_gate_kimg=args.diversity_gate,
+                         ada_pivot=args.aug_pivot)
     train(config)
 
 

@@ -23,6 +23,9 @@ than black, counts for nothing, and has no gradient); the term is
 where d_real is the same mean distance over pairs of training images (metrics.mean_pair_distance). It
 is zero, and leaves StyleGAN2's loss untouched, while the samples differ from each other as much
 as the data's images do; it pushes only when they become more alike (mode collapse).
+`diversity_on` (default True) lets the training loop hold the floor off altogether: with a
+gate (train.py, `diversity_gate_kimg`) it pushes only while a running mean of d / d_real over
+recent batches is below 1, not whenever one small batch happens to fall below it.
 
 Style mixing (prob 0.9 by default): a second latent's w replaces the first's from a random
 layer cutoff onwards, so no layer can rely on its neighbours sharing one w.
@@ -39,6 +42,7 @@ class StyleGAN2Loss:
                  pl_decay=0.01, pl_batch_shrink=2, diversity_weight=0.0, diversity_target=None):
         self.G, self.D, self.augment_pipe = G, D, augment_pipe
         self.diversity_weight, self.diversity_target = diversity_weight, diversity_target
+        self.diversity_on = True      # the training loop's gate (train.py); True: every batch judged alone
         self.r1_gamma, self.style_mixing_prob, self.pl_weight = r1_gamma, style_mixing_prob, pl_weight
         self.pl_decay, self.pl_batch_shrink = pl_decay, pl_batch_shrink
         self.pl_mean = 0.0
@@ -88,7 +92,7 @@ class StyleGAN2Loss:
         distance = (diff.square().mean(axis=(1, 2, 3)) + 1e-8).sqrt().mean()
         ratio = float(distance.numpy()) / self.diversity_target
         stats = {"pair_distance": ratio}
-        if ratio >= 1.0:
+        if ratio >= 1.0 or not self.diversity_on:
             return None, dict(stats, loss_diversity=0.0)
         term = (1.0 - distance * (1.0 / self.diversity_target)) * self.diversity_weight
         return term, dict(stats, loss_diversity=float(term.numpy()))

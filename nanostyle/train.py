@@ -62,6 +62,9 @@ class TrainConfig:
     style_mixing_prob: float = None
     pl_weight: float = None          # path-length regularisation; None = 2 on a GPU, 0 on the CPU
     diversity_weight: float = None   # diversity floor against mode collapse (losses.py); None = preset
+    diversity_gate_kimg: float = 0.0 # > 0: the floor pushes only while the running mean (this
+                                     # half-life, in kimg) of the samples' pair distance is below the
+                                     # data's; 0 = each batch judged alone (README: one run with 1.0)
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
     ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 10 on the CPU)
@@ -119,6 +122,8 @@ class TrainConfig:
                 setattr(self, key, value)
         if self.metrics_kimg is None:
             self.metrics_kimg = self.snap_kimg * (2 if cpu_like else 1)
+        if self.diversity_gate_kimg < 0:
+            raise ValueError(f"diversity_gate_kimg {self.diversity_gate_kimg:g} must be >= 0 (0: no gate)")
         if self.diversity_weight < 0:
             raise ValueError(f"--diversity {self.diversity_weight:g}: the diversity floor's weight must be >= 0 "
                              "(0 turns it off)")
@@ -246,6 +251,7 @@ class Run:
         self.cur_nimg = 0
         self.iteration = 0
         self.bad_gradients = 0
+        self.diversity_mean = None    # running mean of the floor's pair-distance ratio (the gate)
         self.records = []
         self.order = None
 
@@ -261,7 +267,7 @@ class Run:
                     rng=_rng_state(self.rng), data_rng=_rng_state(self.data_rng),
                     data_position=self.order.position, data_size=self.order.n,
                     ada=self.ada.state_dict() if self.ada else None, bad_gradients=self.bad_gradients,
-                    pl_mean=self.loss.pl_mean,
+                    pl_mean=self.loss.pl_mean, diversity_mean=self.diversity_mean,
                     records=self.records[-2000:], network=self.network)
         return arrays, meta
 
@@ -281,6 +287,8 @@ class Run:
             self.cur_nimg, self.iteration = meta["cur_nimg"], meta["iteration"]
             self.bad_gradients = meta.get("bad_gradients", 0)
             self.loss.pl_mean = meta.get("pl_mean", 0.0)
+            self.diversity_mean = meta.get("diversity_mean")
+            self.loss.diversity_on = self.diversity_mean is None or self.diversity_mean < 1.0
             self.records = meta.get("records", [])
             if self.ada is not None and meta.get("ada"):
                 self.ada.load_state_dict(meta["ada"])
@@ -358,8 +366,9 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     plan = (f"plan: {config.kimg} kimg{budget} at batch {config.batch}, network '{config.net}' (G {G_n:,} / D {D_n:,} "
             f"parameters), R1 gamma {config.gamma} every {config.r1_interval}, augmentation {config.aug}"
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
-            + (f"diversity floor {config.diversity_weight:g} (target {run.loss.diversity_target:.3f}), "
-               if run.loss.diversity_weight > 0 else "") +
+            + (f"diversity floor {config.diversity_weight:g} (target {run.loss.diversity_target:.3f}"
+               + (f", gated by a {config.diversity_gate_kimg:g}-kimg running mean" if config.diversity_gate_kimg else "")
+               + "), " if run.loss.diversity_weight > 0 else "") +
             f"device {config.device}" + (f" ({run.parts} parts of each batch at once on threads)" if run.parts > 1 else "")
             + f"; snapshots every {config.snap_kimg} kimg into {run_dir}")
     log(plan)
@@ -432,6 +441,7 @@ def _training_iteration(run, reals_all, xp):
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
     stats.update(_phase(run, run.opt_G, run.G, "generator loss",
                         lambda rows, r, first: run.loss.generator_loss(z[rows], r, update_emas=first)))
+    _update_diversity_gate(run, stats)
 
     # Greg (path length), every G_reg_interval iterations when enabled (never split: pl_mean is shared)
     if config.pl_weight and run.iteration % config.G_reg_interval == 0:
@@ -460,6 +470,21 @@ def _training_iteration(run, reals_all, xp):
     run.G.requires_grad_(True)
     stats["bad_gradients"] = run.bad_gradients
     return stats
+
+
+def _update_diversity_gate(run, stats):
+    """The diversity floor's gate: a running mean (half-life diversity_gate_kimg) of this batch's
+    pair-distance ratio; the floor may push in the next steps only while it is below 1. One batch
+    holds 8 pairs, whose mean distance wanders by about 12 % from step to step, so judged alone it
+    fired on noise while the samples were well spread."""
+    gate_kimg = run.config.diversity_gate_kimg
+    ratio = stats.get("pair_distance")
+    if not gate_kimg or ratio is None:
+        return
+    beta = 0.5 ** (run.config.batch / (gate_kimg * 1000))
+    run.diversity_mean = ratio if run.diversity_mean is None else beta * run.diversity_mean + (1 - beta) * ratio
+    run.loss.diversity_on = run.diversity_mean < 1.0
+    stats["pair_distance_mean"] = run.diversity_mean
 
 
 def _phase(run, optimizer, module, what, loss_of, parts=None):

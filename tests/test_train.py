@@ -67,13 +67,15 @@ def test_cpu_preset_fits_the_hour():
     config = TrainConfig(cfg="cpu", device="cpu")
     config.preset(log=lambda message: None)
     assert (config.kimg, config.minutes) == (100.0, 55.0)
-    assert config.diversity_weight == 4.0 and config.ada_pivot == "mean"
+    assert config.diversity_weight == 4.0 and config.diversity_gate_kimg == 0.0 and config.ada_pivot == "mean"
     gpu = TrainConfig(cfg="auto", device="cpu")
     gpu.cfg, gpu.device = "bench64", "cpu"
     gpu.preset(log=lambda message: None)
     assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0 and gpu.ada_pivot == "mean"
     with pytest.raises(ValueError, match="--diversity -1: .* must be >= 0"):
         TrainConfig(cfg="cpu", device="cpu", diversity_weight=-1.0).preset(log=lambda message: None)
+    with pytest.raises(ValueError, match="diversity_gate_kimg -1 must be >= 0"):
+        TrainConfig(cfg="cpu", device="cpu", diversity_gate_kimg=-1.0).preset(log=lambda message: None)
 
 
 @pytest.mark.parametrize("split", [1, 2])
@@ -84,7 +86,7 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch, split):
     # reproducible as one
     real_target = train_module.mean_pair_distance
     monkeypatch.setattr(train_module, "mean_pair_distance", lambda images: 10 * real_target(images))
-    options = dict(pl_weight=2.0, diversity_weight=2.0, split=split, ada_pivot="black")
+    options = dict(pl_weight=2.0, diversity_weight=2.0, diversity_gate_kimg=0.004, split=split, ada_pivot="black")
     straight = train(tiny_config(tmp_path / "a", kimg=0.064, **options), log_to_stdout=False)
     half = train(tiny_config(tmp_path / "b", kimg=0.032, **options), log_to_stdout=False)
     train(TrainConfig(kimg=0.064), resume=half, log_to_stdout=False)
@@ -96,6 +98,7 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch, split):
     assert different == []
     assert meta_b["config"]["split"] == split
     assert any(r.get("loss_diversity", 0) > 0 for r in meta_b["records"])     # the floor was at work
+    assert meta_b["diversity_mean"] == meta_a["diversity_mean"] is not None   # its gate's running mean too
 
 
 class _NoStep:

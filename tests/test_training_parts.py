@@ -215,6 +215,48 @@ def test_diversity_floor_is_zero_for_varied_images_and_pushes_alike_ones_apart()
     assert stepped.item() < term.item()
 
 
+def test_diversity_floor_held_off_by_its_gate_still_reports_the_distance():
+    loss = _floor_loss(target=0.5)
+    rng = np.random.default_rng(6)
+    alike = ns.Tensor(rng.uniform(-1, 1, (1, 1, 8, 8)) + 0.05 * rng.standard_normal((4, 1, 8, 8)))
+    loss.diversity_on = False
+    term, stats = loss.diversity_loss(alike)
+    assert term is None and stats["loss_diversity"] == 0.0 and 0 < stats["pair_distance"] < 0.5
+    loss.diversity_on = True
+    term, stats = loss.diversity_loss(alike)
+    assert term is not None and stats["loss_diversity"] > 0
+
+
+def test_diversity_gate_follows_the_running_mean_not_one_batch():
+    from types import SimpleNamespace
+    from nanostyle.train import _update_diversity_gate
+
+    def run_with(gate_kimg):
+        return SimpleNamespace(config=SimpleNamespace(batch=16, diversity_gate_kimg=gate_kimg),
+                               loss=SimpleNamespace(diversity_on=True), diversity_mean=None)
+
+    run = run_with(0.16)                       # half-life: 10 batches of 16
+    _update_diversity_gate(run, {"pair_distance": 0.8})
+    assert run.diversity_mean == 0.8 and run.loss.diversity_on            # first batch: the mean is it
+    for _ in range(60):                                                   # samples spread out
+        _update_diversity_gate(run, {"pair_distance": 1.3})
+    assert 1.25 < run.diversity_mean < 1.3 and not run.loss.diversity_on
+    _update_diversity_gate(run, {"pair_distance": 0.5})                   # one close batch: noise
+    assert run.diversity_mean > 1.2 and not run.loss.diversity_on
+    steps = 0
+    while not run.loss.diversity_on:                                      # a lasting fall: collapse
+        _update_diversity_gate(run, {"pair_distance": 0.6})
+        steps += 1
+    assert 5 <= steps <= 15 and run.diversity_mean < 1.0
+    stats = {"pair_distance": 0.6}
+    _update_diversity_gate(run, stats)
+    assert stats["pair_distance_mean"] == run.diversity_mean               # logged with the stats
+    ungated = run_with(0.0)                    # no gate: every batch judged alone, nothing kept
+    for ratio in (1.3, 1.3, 1.3):
+        _update_diversity_gate(ungated, {"pair_distance": ratio})
+    assert ungated.diversity_mean is None and ungated.loss.diversity_on
+
+
 def test_diversity_floor_gradient_matches_finite_differences():
     loss = _floor_loss(weight=1.5, target=3.0)                # target above any distance: term active
     x = np.random.default_rng(5).uniform(-1, 1, (6, 1, 4, 4))
