@@ -247,8 +247,7 @@ def sliced_wasserstein(real, fake, patches_per_image=128, patch_size=7, num_proj
     n = min(len(real), len(fake))
     # the larger set as disjoint parts of n images (one part, the whole set, when the sizes match)
     larger = real if len(real) > n else fake
-    order = subset_rng.permutation(len(larger)) if len(larger) > n else np.arange(n)
-    parts = [larger[np.sort(order[i * n:(i + 1) * n])] for i in range(len(larger) // n)]
+    parts = [larger[rows] for rows in _equal_parts(len(larger), n, subset_rng, exact=True)]
 
     def descriptors(images, rng):
         # pyramids of a few images at a time: a 1000-image 256x256 pyramid would not fit comfortably
@@ -446,6 +445,16 @@ def mean_pair_distance(images, max_images=512, seed=0):
     return float(total / (len(x) * (len(x) - 1)))
 
 
+def _equal_parts(larger, smaller, rng, exact=False):
+    """Sorted index sets that split range(larger) at random into larger // smaller parts: near-equal
+    parts covering every index (each at least `smaller` long), or with `exact` parts of exactly
+    `smaller` indices (a remainder shorter than that left out). One part when larger < 2 * smaller."""
+    order = rng.permutation(larger)
+    count = max(1, larger // smaller)
+    parts = [order[i * smaller:(i + 1) * smaller] for i in range(count)] if exact else np.array_split(order, count)
+    return [np.sort(part) for part in parts]
+
+
 def _mean_over_equal_parts(real_count, fake_count, rng, score):
     """Mean of score(real_rows, fake_rows) -> (precision, recall) over index sets that compare
     the two sets at equal size.
@@ -457,7 +466,7 @@ def _mean_over_equal_parts(real_count, fake_count, rng, score):
     each part is compared with the whole smaller set. One pair when the sizes are equal or the
     larger is less than twice the smaller. Returns (precision, recall) as floats."""
     larger, smaller = max(real_count, fake_count), min(real_count, fake_count)
-    parts = [np.sort(part) for part in np.array_split(rng.permutation(larger), max(1, larger // smaller))]
+    parts = _equal_parts(larger, smaller, rng)
     whole = np.arange(smaller)
     pairs = [(whole, part) for part in parts] if fake_count >= real_count else [(part, whole) for part in parts]
     precision, recall = np.mean([score(real_rows, fake_rows) for real_rows, fake_rows in pairs], axis=0)
