@@ -100,3 +100,25 @@ def test_float32_in_float32_out():
 def test_bad_arguments(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+@pytest.mark.parametrize("shape", [(5, 40, 70, 70), (600, 700), (4, 6, 5, 5)])
+@pytest.mark.parametrize("alpha, gain", [(0.2, math.sqrt(2)), (1.0, 0.5), (0.0, 1.0)])
+def test_lrelu_fast_path_matches_its_definition(shape, alpha, gain):
+    """The max-based lrelu (`_lrelu_fast_path`, in blocks of samples: the first and second shapes
+    give several blocks, one with a short last block) equals where(z > 0, gain z, alpha gain z)
+    bit for bit in float32, zeros included, and so does its slope."""
+    from nanostyle.ops.bias_act import _bias_act_forward, _bias_act_grad, _blocks
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::7] = 0.0
+    b = rng.standard_normal(shape[1]).astype(np.float32)
+    b[0] = 0.0
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, z = _bias_act_forward(x, b, 1, "lrelu", alpha, gain, None)
+    bias = b.reshape((1, -1) + (1,) * (len(shape) - 2))
+    assert np.array_equal(z, x + bias) and np.count_nonzero(z == 0) > 0
+    high, low = np.float32(gain), np.float32(alpha * gain)
+    assert np.array_equal(y, np.where(z > 0, z * high, z * low))
+    assert np.array_equal(_bias_act_grad(dy, z, "lrelu", alpha, gain, None), np.where(z > 0, dy * high, dy * low))
+    assert len(_blocks(slice(0, shape[0]), x)) == (1 if x.size < 1 << 18 else 5 if shape[0] == 5 else 2)
