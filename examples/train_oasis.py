@@ -26,6 +26,8 @@ def parse_args(argv=None):
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg")
     p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
+    p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
+                                            "networks, 0.0025 as StyleGAN2 otherwise)")
     p.add_argument("--diversity", type=float, metavar="WEIGHT",
                    help="weight of the diversity floor against mode collapse (default 4 with the cpu "
                         "networks, 0 = plain StyleGAN2 loss, as on GPUs)")
@@ -56,7 +58,7 @@ def main(argv=None):
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
                          snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
                          diversity_weight=args.diversity, diversity_gate_kimg=args.diversity_gate,
-                         ada_pivot=args.aug_pivot)
+                         ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)
     train(config)
 
 

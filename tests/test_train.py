@@ -72,6 +72,10 @@ def test_cpu_preset_fits_the_hour():
     gpu.cfg, gpu.device = "bench64", "cpu"
     gpu.preset(log=lambda message: None)
     assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0 and gpu.ada_pivot == "mean"
+    assert (config.lr_G, config.lr_D, gpu.lr_G, gpu.lr_D) == (0.004, 0.004, 0.0025, 0.0025)
+    assert TrainConfig(cfg="cpu", device="cpu", lr_G=0.001).preset(log=lambda message: None).lr_G == 0.001
+    with pytest.raises(ValueError, match="learning rates must be > 0, got G 0 and D 0.004"):
+        TrainConfig(cfg="cpu", device="cpu", lr_G=0.0).preset(log=lambda message: None)
     with pytest.raises(ValueError, match="--diversity -1: .* must be >= 0"):
         TrainConfig(cfg="cpu", device="cpu", diversity_weight=-1.0).preset(log=lambda message: None)
     with pytest.raises(ValueError, match="diversity_gate_kimg -1 must be >= 0"):
