@@ -97,6 +97,7 @@ class TrainConfig:
                 "pass --cfg auto to force the full-width networks")
         self.net = net
         cpu_like = net in ("cpu", "tiny")
+        lr = 0.004 if net == "cpu" else 0.0025   # see lr_G in the defaults below
         defaults = dict(
             batch=16 if net != "tiny" else 4,
             # R1 weight: 0.1 at res <= 64 (StyleGAN2-ADA's heuristic 0.0002 res^2 / batch gives 0.05 at
@@ -112,8 +113,8 @@ class TrainConfig:
             # the cpu networks at 0.004 reached at 16 kimg the SWD that 0.0025 reached at 24-28 in a
             # paired run, and at 56 kimg had higher tolerant precision / recall (0.38 / 0.85 against
             # 0.24 / 0.80) but a worse SWD (58.9 against 39.6) (README, "Learning rate")
-            lr_G=0.004 if net == "cpu" else 0.0025,
-            lr_D=0.004 if net == "cpu" else 0.0025,
+            lr_G=lr,
+            lr_D=lr,
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
             # the CPU default is an hour, not an image count: it stops (with a final snapshot and
@@ -295,7 +296,7 @@ class Run:
             self.bad_gradients = meta.get("bad_gradients", 0)
             self.loss.pl_mean = meta.get("pl_mean", 0.0)
             self.diversity_mean = meta.get("diversity_mean")
-            self.loss.diversity_on = self.diversity_mean is None or self.diversity_mean < 1.0
+            _open_diversity_gate(self)
             self.records = meta.get("records", [])
             if self.ada is not None and meta.get("ada"):
                 self.ada.load_state_dict(meta["ada"])
@@ -491,8 +492,14 @@ def _update_diversity_gate(run, stats):
         return
     beta = 0.5 ** (run.config.batch / (gate_kimg * 1000))
     run.diversity_mean = ratio if run.diversity_mean is None else beta * run.diversity_mean + (1 - beta) * ratio
-    run.loss.diversity_on = run.diversity_mean < 1.0
+    _open_diversity_gate(run)
     stats["pair_distance_mean"] = run.diversity_mean
+
+
+def _open_diversity_gate(run):
+    """loss.diversity_on follows run.diversity_mean: open while it is unset (no gate, or no batch
+    yet) or below 1."""
+    run.loss.diversity_on = run.diversity_mean is None or run.diversity_mean < 1.0
 
 
 def _phase(run, optimizer, module, what, loss_of, parts=None):
