@@ -31,6 +31,9 @@ def parse_args(argv=None):
     p.add_argument("--diversity", type=float, metavar="WEIGHT",
                    help="weight of the diversity floor against mode collapse (default 4 with the cpu "
                         "networks, 0 = plain StyleGAN2 loss, as on GPUs)")
+    p.add_argument("--diversity-until", type=float, metavar="KIMG",
+                   help="the floor pushes only in the first KIMG kimg, while collapse threatens (default 40 "
+                        "with the cpu networks; 0 = the whole run)")
     p.add_argument("--diversity-gate", type=float, default=0.0, metavar="KIMG",
                    help="let the floor push only while a running mean (half-life KIMG) of the samples' "
                         "pair distance is below the data's, not whenever one batch is (default 0: per batch)")
@@ -58,6 +61,7 @@ def main(argv=None):
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
                          snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
                          diversity_weight=args.diversity, diversity_gate_kimg=args.diversity_gate,
+                         diversity_kimg=args.diversity_until,
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)
     train(config)
 

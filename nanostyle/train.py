@@ -65,6 +65,8 @@ class TrainConfig:
     diversity_gate_kimg: float = 0.0 # > 0: the floor pushes only while the running mean (this
                                      # half-life, in kimg) of the samples' pair distance is below the
                                      # data's; 0 = each batch judged alone (README: one run with 1.0)
+    diversity_kimg: float = None     # the floor pushes only in the first this-many kimg; None = preset
+                                     # (40 with the cpu networks), 0 = the whole run
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
     ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 10 on the CPU)
@@ -108,6 +110,10 @@ class TrainConfig:
             # the cpu networks collapsed to one mid-brain slice from ~10 kimg in every run without it
             # (README, "The diversity floor"); the GPU configs keep StyleGAN2's loss as it is
             diversity_weight=4.0 if net == "cpu" else 0.0,
+            # ...and only while it is needed: the collapses came at 12-40 kimg; with the floor off from
+            # 40 kimg the same run ended 56 kimg at tolerant precision 0.62 instead of 0.38, recall
+            # 0.73 instead of 0.85, still more varied than the data (README, "The diversity floor")
+            diversity_kimg=40.0 if net == "cpu" else 0.0,
             ada_kimg=10.0 if cpu_like else 500.0,
             ema_kimg=(2.0 if cpu_like else 10.0),
             # the cpu networks at 0.004 reached at 16 kimg the SWD that 0.0025 reached at 24-28 in a
@@ -132,6 +138,9 @@ class TrainConfig:
             raise ValueError(f"--lr: learning rates must be > 0, got G {self.lr_G:g} and D {self.lr_D:g}")
         if self.diversity_gate_kimg < 0:
             raise ValueError(f"diversity_gate_kimg {self.diversity_gate_kimg:g} must be >= 0 (0: no gate)")
+        if self.diversity_kimg < 0:
+            raise ValueError(f"--diversity-until {self.diversity_kimg:g}: must be >= 0 kimg (0: the floor "
+                             "pushes for the whole run)")
         if self.diversity_weight < 0:
             raise ValueError(f"--diversity {self.diversity_weight:g}: the diversity floor's weight must be >= 0 "
                              "(0 turns it off)")
@@ -377,6 +386,7 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (f"diversity floor {config.diversity_weight:g} (target {run.loss.diversity_target:.3f}"
                + (f", gated by a {config.diversity_gate_kimg:g}-kimg running mean" if config.diversity_gate_kimg else "")
+               + (f", until {config.diversity_kimg:g} kimg" if config.diversity_kimg else "")
                + "), " if run.loss.diversity_weight > 0 else "") +
             f"device {config.device}" + (f" ({run.parts} parts of each batch at once on threads)" if run.parts > 1 else "")
             + f"; snapshots every {config.snap_kimg} kimg into {run_dir}")
@@ -407,6 +417,12 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
             run.records.append(record)
             minutes_left = (budget_s - elapsed) / 60 if budget_s else None
             progress.update(config.batch, record, minutes_left)
+            floor_end = int(round((config.diversity_kimg or 0) * 1000))
+            if run.loss.diversity_weight > 0 and run.cur_nimg - config.batch < floor_end <= run.cur_nimg:
+                message = (f"diversity floor: off from {run.cur_nimg / 1000:.3f} kimg (--diversity-until "
+                           f"{config.diversity_kimg:g}); the collapse guard still watches")
+                log_line(message)
+                progress.write(message)
             done = run.cur_nimg >= total_nimg
             if budget_s and not done and elapsed + reserve_s >= budget_s:
                 message = (f"time budget: {config.minutes:g} minutes reached at {run.cur_nimg / 1000:.3f} kimg "
@@ -445,6 +461,7 @@ def _training_iteration(run, reals_all, xp):
     stats = {}
 
     # Gmain
+    _open_diversity_gate(run)        # the floor closes for good at diversity_kimg
     run.G.requires_grad_(True)
     run.D.requires_grad_(False)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
@@ -498,8 +515,11 @@ def _update_diversity_gate(run, stats):
 
 def _open_diversity_gate(run):
     """loss.diversity_on follows run.diversity_mean: open while it is unset (no gate, or no batch
-    yet) or below 1."""
-    run.loss.diversity_on = run.diversity_mean is None or run.diversity_mean < 1.0
+    yet) or below 1, and only in the first diversity_kimg kimg (0 or unset, as in checkpoints from
+    before the option: the whole run)."""
+    until = run.config.diversity_kimg
+    run.loss.diversity_on = ((run.diversity_mean is None or run.diversity_mean < 1.0)
+                             and not (until and run.cur_nimg >= until * 1000))
 
 
 def _phase(run, optimizer, module, what, loss_of, parts=None):

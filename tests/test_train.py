@@ -68,10 +68,11 @@ def test_cpu_preset_fits_the_hour():
     config.preset(log=lambda message: None)
     assert (config.kimg, config.minutes) == (100.0, 55.0)
     assert config.diversity_weight == 4.0 and config.diversity_gate_kimg == 0.0 and config.ada_pivot == "mean"
+    assert config.diversity_kimg == 40.0
     gpu = TrainConfig(cfg="auto", device="cpu")
     gpu.cfg, gpu.device = "bench64", "cpu"
     gpu.preset(log=lambda message: None)
-    assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0 and gpu.ada_pivot == "mean"
+    assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0 and gpu.ada_pivot == "mean" and gpu.diversity_kimg == 0.0
     assert (config.lr_G, config.lr_D, gpu.lr_G, gpu.lr_D) == (0.004, 0.004, 0.0025, 0.0025)
     assert TrainConfig(cfg="cpu", device="cpu", lr_G=0.001).preset(log=lambda message: None).lr_G == 0.001
     with pytest.raises(ValueError, match="learning rates must be > 0, got G 0 and D 0.004"):
@@ -80,6 +81,8 @@ def test_cpu_preset_fits_the_hour():
         TrainConfig(cfg="cpu", device="cpu", diversity_weight=-1.0).preset(log=lambda message: None)
     with pytest.raises(ValueError, match="diversity_gate_kimg -1 must be >= 0"):
         TrainConfig(cfg="cpu", device="cpu", diversity_gate_kimg=-1.0).preset(log=lambda message: None)
+    with pytest.raises(ValueError, match="--diversity-until -1: must be >= 0 kimg"):
+        TrainConfig(cfg="cpu", device="cpu", diversity_kimg=-1.0).preset(log=lambda message: None)
 
 
 @pytest.mark.parametrize("split", [1, 2])
@@ -90,7 +93,9 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch, split):
     # reproducible as one
     real_target = train_module.mean_pair_distance
     monkeypatch.setattr(train_module, "mean_pair_distance", lambda images: 10 * real_target(images))
-    options = dict(pl_weight=2.0, diversity_weight=2.0, diversity_gate_kimg=0.004, split=split, ada_pivot="black")
+    # the floor closes at 0.048 kimg, after the resume: the closing must follow cur_nimg, not the session
+    options = dict(pl_weight=2.0, diversity_weight=2.0, diversity_gate_kimg=0.004, split=split, ada_pivot="black",
+                   diversity_kimg=0.048)
     straight = train(tiny_config(tmp_path / "a", kimg=0.064, **options), log_to_stdout=False)
     half = train(tiny_config(tmp_path / "b", kimg=0.032, **options), log_to_stdout=False)
     train(TrainConfig(kimg=0.064), resume=half, log_to_stdout=False)
@@ -102,6 +107,9 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch, split):
     assert different == []
     assert meta_b["config"]["split"] == split
     assert any(r.get("loss_diversity", 0) > 0 for r in meta_b["records"])     # the floor was at work
+    assert all(r["loss_diversity"] == 0 and "pair_distance" in r                  # ...and stopped, measuring on
+               for r in meta_b["records"] if r["kimg"] > 0.048)
+    assert any(r["kimg"] > 0.048 for r in meta_b["records"])
     assert meta_b["diversity_mean"] == meta_a["diversity_mean"] is not None   # its gate's running mean too
 
 

@@ -232,7 +232,7 @@ def test_diversity_gate_follows_the_running_mean_not_one_batch():
     from nanostyle.train import _update_diversity_gate
 
     def run_with(gate_kimg):
-        return SimpleNamespace(config=SimpleNamespace(batch=16, diversity_gate_kimg=gate_kimg),
+        return SimpleNamespace(config=SimpleNamespace(batch=16, diversity_gate_kimg=gate_kimg, diversity_kimg=0.0),
                                loss=SimpleNamespace(diversity_on=True), diversity_mean=None)
 
     run = run_with(0.16)                       # half-life: 10 batches of 16
@@ -255,6 +255,23 @@ def test_diversity_gate_follows_the_running_mean_not_one_batch():
     for ratio in (1.3, 1.3, 1.3):
         _update_diversity_gate(ungated, {"pair_distance": ratio})
     assert ungated.diversity_mean is None and ungated.loss.diversity_on
+
+
+def test_diversity_floor_closes_for_good_at_diversity_kimg():
+    from types import SimpleNamespace
+    from nanostyle.train import _open_diversity_gate
+
+    def run_at(kimg, until, mean=None):
+        run = SimpleNamespace(config=SimpleNamespace(diversity_kimg=until), cur_nimg=int(kimg * 1000),
+                              loss=SimpleNamespace(diversity_on=None), diversity_mean=mean)
+        _open_diversity_gate(run)
+        return run.loss.diversity_on
+
+    assert run_at(39.984, 40.0) and not run_at(40.0, 40.0) and not run_at(52.0, 40.0)
+    assert not run_at(20.0, 40.0, mean=1.2) and run_at(20.0, 40.0, mean=0.9)   # the gate still rules before
+    assert not run_at(41.0, 40.0, mean=0.3)                                     # ...and nothing opens it after
+    # 0, and None as in checkpoints saved before the option existed: the whole run
+    assert run_at(500.0, 0.0) and run_at(500.0, None) and not run_at(500.0, None, mean=1.1)
 
 
 def test_diversity_floor_gradient_matches_finite_differences():
