@@ -404,6 +404,7 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     progress = _progress_bar(total_nimg, run.cur_nimg)
     start_time, start_nimg = time.time(), run.cur_nimg
     budget_s = (config.minutes or 0) * 60
+    floor_end = _floor_end_nimg(config)
     reserve_s = 30.0                  # time kept for the final snapshot: the longest metric pass so far
     stats = {}
     try:
@@ -418,8 +419,7 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
             run.records.append(record)
             minutes_left = (budget_s - elapsed) / 60 if budget_s else None
             progress.update(config.batch, record, minutes_left)
-            floor_end = int(round((config.diversity_kimg or 0) * 1000))
-            if run.loss.diversity_weight > 0 and run.cur_nimg - config.batch < floor_end <= run.cur_nimg:
+            if floor_end and run.loss.diversity_weight > 0 and run.cur_nimg - config.batch < floor_end <= run.cur_nimg:
                 message = (f"diversity floor: off from {run.cur_nimg / 1000:.3f} kimg (--diversity-until "
                            f"{config.diversity_kimg:g}); the collapse guard still watches")
                 log_line(message)
@@ -518,9 +518,14 @@ def _open_diversity_gate(run):
     """loss.diversity_on follows run.diversity_mean: open while it is unset (no gate, or no batch
     yet) or below 1, and only in the first diversity_kimg kimg (0 or unset, as in checkpoints from
     before the option: the whole run)."""
-    until = run.config.diversity_kimg
+    end = _floor_end_nimg(run.config)
     run.loss.diversity_on = ((run.diversity_mean is None or run.diversity_mean < 1.0)
-                             and not (until and run.cur_nimg >= until * 1000))
+                             and not (end and run.cur_nimg >= end))
+
+
+def _floor_end_nimg(config):
+    """The image count from which the diversity floor stays off; 0 when it never ends."""
+    return int(round((config.diversity_kimg or 0) * 1000))
 
 
 def _phase(run, optimizer, module, what, loss_of, parts=None):
