@@ -305,8 +305,7 @@ class Run:
             self.cur_nimg, self.iteration = meta["cur_nimg"], meta["iteration"]
             self.bad_gradients = meta.get("bad_gradients", 0)
             self.loss.pl_mean = meta.get("pl_mean", 0.0)
-            self.diversity_mean = meta.get("diversity_mean")
-            _open_diversity_gate(self)
+            self.diversity_mean = meta.get("diversity_mean")   # the gate: opened from it each iteration
             self.records = meta.get("records", [])
             if self.ada is not None and meta.get("ada"):
                 self.ada.load_state_dict(meta["ada"])
@@ -462,7 +461,7 @@ def _training_iteration(run, reals_all, xp):
     stats = {}
 
     # Gmain
-    _open_diversity_gate(run)        # the floor closes for good at diversity_kimg
+    _open_diversity_gate(run)        # from the gate's mean and the floor's end (diversity_kimg), before use
     run.G.requires_grad_(True)
     run.D.requires_grad_(False)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
