@@ -13,7 +13,7 @@ import _common  # noqa: F401  (import path + error handling)
 from _common import friendly_errors
 
 
-def parse_args(argv=None):
+def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="folder of PNG/JPG slices, searched recursively (default: shipped MNI152 slices)")
     p.add_argument("--res", type=int, default=64, help="image resolution, a power of two (default 64)")
@@ -47,7 +47,22 @@ def parse_args(argv=None):
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return _parser().parse_args(argv)
+
+
+RESUME_OPTIONS = {"resume", "kimg", "minutes", "device"}   # what a resumed run takes; the rest is in its checkpoint
+
+
+def given_options(argv=None):
+    """The options named on the command line (not those left at their defaults)."""
+    p, unset = _parser(), object()
+    # a namespace that already holds every option keeps argparse from filling in defaults
+    args = p.parse_args(argv, argparse.Namespace(**{dest: unset for dest in vars(p.parse_args([]))}))
+    return {dest for dest, value in vars(args).items() if value is not unset}
 
 
 @friendly_errors
@@ -55,6 +70,13 @@ def main(argv=None):
     from nanostyle.train import TrainConfig, train
     args = parse_args(argv)
     if args.resume:
+        ignored = sorted(given_options(argv) - RESUME_OPTIONS)
+        if ignored:
+            flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
+            raise ValueError(f"--resume continues a run with the settings in its checkpoint, so {flags} would be "
+                             f"ignored; drop {'it' if len(ignored) == 1 else 'them'} (a resumed run takes only "
+                             f"--kimg, --minutes and --device), or start a new run without --resume to use "
+                             f"{'it' if len(ignored) == 1 else 'them'}")
         train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device), resume=args.resume)
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,

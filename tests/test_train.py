@@ -238,6 +238,7 @@ def test_cli_train_sample_evaluate(tmp_path, image_folder):
     (["--res", "48"], "power of two"),
     (["--res", "256"], "larger"),
     (["--resume", "NOT_A_RUN.npz"], "does not exist"),
+    (["--resume", "NOT_A_RUN.npz", "--lr", "0.001", "--seed", "0"], "--lr, --seed would be ignored"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, message):
     result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), *args, "--kimg", "0.004", cwd=tmp_path)
