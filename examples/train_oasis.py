@@ -73,10 +73,10 @@ def main(argv=None):
         ignored = sorted(given_options(argv) - RESUME_OPTIONS)
         if ignored:
             flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
+            them = "it" if len(ignored) == 1 else "them"
             raise ValueError(f"--resume continues a run with the settings in its checkpoint, so {flags} would be "
-                             f"ignored; drop {'it' if len(ignored) == 1 else 'them'} (a resumed run takes only "
-                             f"--kimg, --minutes and --device), or start a new run without --resume to use "
-                             f"{'it' if len(ignored) == 1 else 'them'}")
+                             f"ignored; drop {them} (a resumed run takes only --kimg, --minutes and --device), "
+                             f"or start a new run without --resume to use {them}")
         train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device), resume=args.resume)
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,

@@ -124,9 +124,9 @@ class TrainConfig:
             snap_kimg=(2.0 if cpu_like else 50.0) if net != "tiny" else 0.016,
             metrics_kimg=0.0 if net == "tiny" else None,
             # the CPU default is an hour, not an image count: it stops (with a final snapshot and
-            # metrics) at 55 minutes: 67 kimg on the 2-core Xeon of 2026-11-26, fewer on slower
-            # machines; 100 kimg ends it sooner only on a much faster one. Precision was still
-            # rising at the end (README).
+            # metrics) at 55 minutes: 58-67 kimg on the 2-core Xeon of 2026-11-26 (its speed
+            # varied), fewer on slower machines; 100 kimg ends it sooner only on a much faster
+            # one. Precision was still rising at the end (README).
             kimg=(100.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
             minutes=55.0 if net == "cpu" else 0.0,
         )
