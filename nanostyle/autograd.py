@@ -58,7 +58,8 @@ class Tensor:
     def __init__(self, data, requires_grad=False, name=None):
         if isinstance(data, Tensor):
             data = data.data
-        if not hasattr(data, "__array_interface__") and not backend.is_cuda_array(data):
+        if type(data) is not np.ndarray and not hasattr(data, "__array_interface__") \
+                and not backend.is_cuda_array(data):           # (hasattr costs a dict per call)
             data = np.asarray(data)
             if data.dtype.kind in "iub":
                 data = data.astype(np.float32)

@@ -15,6 +15,8 @@ NumPy path: one strided slice-multiply-add per filter tap, computed only at the 
 kept by the downsampling. Separable (rank-1) filters such as [1,3,3,1] run as two 1-D passes
 (4 + 4 taps instead of 16), rows first, on the smaller intermediate.
 """
+import functools
+
 import numpy as np
 
 from .. import backend
@@ -70,16 +72,35 @@ def filter_size(f):
 
 def _filter_2d(f, flip_filter, gain, dtype):
     """The correlation kernel actually applied: 2-D, gain folded in, flipped unless flip_filter.
-    (A 1-D filter is applied along both axes with gain**0.5 each: the outer product times gain.)"""
+    (A 1-D filter is applied along both axes with gain**0.5 each: the outer product times gain.)
+    Read-only: it is cached, since every call of a layer asks for the same one."""
+    return _plan(_filter_key(f), flip_filter, gain, np.dtype(dtype).str)[0]
+
+
+def _filter_key(f):
     if f is None:
+        return None
+    f = backend.to_numpy(f.data if isinstance(f, Tensor) else f)
+    return f.shape, f.dtype.str, f.tobytes()
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(key, flip_filter, gain, dtype):
+    """(kernel, separable) for a filter key of _filter_key: the kernel of _filter_2d and
+    _separate(kernel), computed once per filter, gain, flip and dtype (the SVD and the small
+    array work cost more, per call, than the smaller FIR passes themselves)."""
+    if key is None:
         f2 = np.ones((1, 1))
     else:
-        f = backend.to_numpy(f).astype(np.float64)
+        shape, dtype_str, raw = key
+        f = np.frombuffer(raw, dtype=dtype_str).reshape(shape).astype(np.float64)
         f2 = np.outer(f, f) if f.ndim == 1 else f
     f2 = f2 * gain
     if not flip_filter:
         f2 = f2[::-1, ::-1]  # convolution = correlation with the flipped filter
-    return np.ascontiguousarray(f2).astype(dtype)
+    kernel = np.ascontiguousarray(f2).astype(dtype)
+    kernel.setflags(write=False)
+    return kernel, _separate(kernel)
 
 
 def _output_size(size, up, down, pad0, pad1, taps):
@@ -164,13 +185,23 @@ def _fir_1d(x, taps, up, down, pad0, pad1, axis):
 ROW_GEMM_MAX_WIDTH = 80
 
 
-def _band(n, taps, up, down, pad0, pad1, dtype):
+def _band(n, taps, up, down, pad0, pad1, dtype, transpose=False):
     """The [n, n_out] matrix of one axis of upfirdn: T[i, o] = taps[i*up + pad0 - o*down]
-    (zero outside the taps), so that x @ T upsamples, pads (or crops), filters and downsamples."""
+    (zero outside the taps), so that x @ T upsamples, pads (or crops), filters and downsamples.
+    transpose=True: T^T, contiguous. Read-only and cached: the same few bands serve every call."""
+    return _band_cached(n, tuple(float(t) for t in taps), up, down, pad0, pad1, np.dtype(dtype).str,
+                        transpose)
+
+
+@functools.lru_cache(maxsize=512)
+def _band_cached(n, taps, up, down, pad0, pad1, dtype, transpose):
     K = len(taps)
     out_len = (n * up + pad0 + pad1 - K) // down + 1
     k = np.arange(n)[:, None] * up + pad0 - np.arange(out_len)[None, :] * down
-    return np.where((k >= 0) & (k < K), np.asarray(taps, dtype=np.float64)[np.clip(k, 0, K - 1)], 0.0).astype(dtype)
+    band = np.where((k >= 0) & (k < K), np.asarray(taps, dtype=np.float64)[np.clip(k, 0, K - 1)], 0.0).astype(dtype)
+    band = band.T.copy() if transpose else band
+    band.setflags(write=False)
+    return band
 
 
 def _fir_rows_gemm(x, taps, up, down, pad0, pad1):
@@ -189,19 +220,18 @@ def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
     N, C, H, W = x.shape
     x0, x1, y0, y1 = padding
     fw, fh = filter_size(f)
-    kernel = _filter_2d(f, flip_filter, gain, x.dtype)
+    kernel, separable = _plan(_filter_key(f), flip_filter, gain, x.dtype.str)
     out_h = _output_size(H, up, down, y0, y1, fh)
     out_w = _output_size(W, up, down, x0, x1, fw)
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"upfirdn2d: output would be empty ({out_h}x{out_w}) for input "
                          f"{tuple(x.shape)}, filter {fh}x{fw}, up {up}, down {down}, padding {padding}")
-    separable = _separate(kernel)
     if separable is not None:
         column_taps, row_taps = separable
         if W <= ROW_GEMM_MAX_WIDTH:                   # the row pass as one GEMM, then the column pass
             x = _fir_rows_gemm(x, row_taps, up, down, x0, x1)
             if H <= ROW_GEMM_MAX_WIDTH:               # T^T @ each image, per chunk of the batch
-                column_band = xp.asarray(_band(H, column_taps, up, down, y0, y1, x.dtype).T.copy())
+                column_band = xp.asarray(_band(H, column_taps, up, down, y0, y1, x.dtype, transpose=True))
                 out = xp.empty((N, C, column_band.shape[0], x.shape[3]), dtype=x.dtype)
 
                 def fir(rows):
