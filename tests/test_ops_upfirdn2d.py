@@ -116,3 +116,28 @@ def test_tall_or_wide_images_mix_the_banded_and_direct_passes(shape):
     for up, down, pad in ((2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1))):
         y = upfirdn2d(ns.Tensor(x), f, up=up, down=down, padding=pad).data
         np.testing.assert_allclose(y, reference_upfirdn2d(x, f, up, down, pad, False, 1.0), rtol=1e-12, atol=1e-12)
+
+
+def test_cached_filter_plans_follow_the_filter_values_gain_flip_and_dtype():
+    """upfirdn2d caches each filter's kernel, rank-1 split and bands: filters of one shape that
+    differ only in their values, and calls that differ only in gain, flip or dtype, must each
+    get their own (checked against the definition), and the cached arrays must be read-only."""
+    module = importlib.import_module("nanostyle.ops.upfirdn2d")
+    rng = np.random.default_rng(23)
+    x = randn(rng, 2, 3, 7, 8)
+    f1 = setup_filter(rng.uniform(0.1, 1.0, 4), separable=True, dtype=np.float64)
+    f2 = setup_filter(rng.uniform(0.1, 1.0, 4), separable=True, dtype=np.float64)
+    calls = [(f1, 1.0, False), (f2, 1.0, False), (f1, 2.5, False), (f1, 1.0, True), (f2, 2.5, True)]
+    for _ in range(2):                                   # the second round reads the cache
+        for f, gain, flip in calls:
+            y = upfirdn2d(ns.Tensor(x), f, up=2, down=1, padding=(2, 1, 1, 2), flip_filter=flip, gain=gain).data
+            ref = reference_upfirdn2d(x, f, 2, 1, (2, 1, 1, 2), flip, gain)
+            np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    y32 = upfirdn2d(ns.Tensor(x.astype(np.float32)), f1, up=2, padding=(2, 1, 1, 2)).data
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, reference_upfirdn2d(x, f1, 2, 1, (2, 1, 1, 2), False, 1.0), rtol=1e-5, atol=1e-5)
+    kernel = module._filter_2d(f1, False, 1.0, np.float64)
+    band = module._band(8, [0.25, 0.5, 0.25], 1, 1, 1, 1, np.float64)
+    for cached in (kernel, band):
+        with pytest.raises(ValueError):
+            cached[0, 0] = 1.0
