@@ -74,7 +74,7 @@ def _filter_2d(f, flip_filter, gain, dtype):
     """The correlation kernel actually applied: 2-D, gain folded in, flipped unless flip_filter.
     (A 1-D filter is applied along both axes with gain**0.5 each: the outer product times gain.)
     Read-only: it is cached, since every call of a layer asks for the same one."""
-    return _plan(_filter_key(f), flip_filter, gain, np.dtype(dtype).str)[0]
+    return _plan(_filter_key(f), bool(flip_filter), float(gain), np.dtype(dtype).str)[0]
 
 
 def _filter_key(f):
@@ -100,7 +100,11 @@ def _plan(key, flip_filter, gain, dtype):
         f2 = f2[::-1, ::-1]  # convolution = correlation with the flipped filter
     kernel = np.ascontiguousarray(f2).astype(dtype)
     kernel.setflags(write=False)
-    return kernel, _separate(kernel)
+    separable = _separate(kernel)
+    if separable is not None:
+        for taps in separable:
+            taps.setflags(write=False)
+    return kernel, separable
 
 
 def _output_size(size, up, down, pad0, pad1, taps):
@@ -220,7 +224,7 @@ def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
     N, C, H, W = x.shape
     x0, x1, y0, y1 = padding
     fw, fh = filter_size(f)
-    kernel, separable = _plan(_filter_key(f), flip_filter, gain, x.dtype.str)
+    kernel, separable = _plan(_filter_key(f), bool(flip_filter), float(gain), x.dtype.str)
     out_h = _output_size(H, up, down, y0, y1, fh)
     out_w = _output_size(W, up, down, x0, x1, fw)
     if out_h <= 0 or out_w <= 0:
