@@ -74,21 +74,23 @@ def _filter_2d(f, flip_filter, gain, dtype):
     """The correlation kernel actually applied: 2-D, gain folded in, flipped unless flip_filter.
     (A 1-D filter is applied along both axes with gain**0.5 each: the outer product times gain.)
     Read-only: it is cached, since every call of a layer asks for the same one."""
-    return _plan(_filter_key(f), bool(flip_filter), float(gain), np.dtype(dtype).str)[0]
+    return _filter_plan(f, flip_filter, gain, dtype)[0]
 
 
-def _filter_key(f):
-    if f is None:
-        return None
-    f = backend.to_numpy(f.data if isinstance(f, Tensor) else f)
-    return f.shape, f.dtype.str, f.tobytes()
+def _filter_plan(f, flip_filter, gain, dtype):
+    """(kernel of _filter_2d, _separate(kernel)), from the cache: keyed by the filter's values
+    (not the array's identity, so a fresh but equal filter still hits), flip, gain and dtype."""
+    key = None
+    if f is not None:
+        f = backend.to_numpy(f.data if isinstance(f, Tensor) else f)
+        key = f.shape, f.dtype.str, f.tobytes()
+    return _plan(key, bool(flip_filter), float(gain), np.dtype(dtype).str)
 
 
 @functools.lru_cache(maxsize=256)
 def _plan(key, flip_filter, gain, dtype):
-    """(kernel, separable) for a filter key of _filter_key: the kernel of _filter_2d and
-    _separate(kernel), computed once per filter, gain, flip and dtype (the SVD and the small
-    array work cost more, per call, than the smaller FIR passes themselves)."""
+    """_filter_plan's cached work, computed once per filter, gain, flip and dtype (the SVD and
+    the small array work cost more, per call, than the smaller FIR passes themselves)."""
     if key is None:
         f2 = np.ones((1, 1))
     else:
@@ -224,7 +226,7 @@ def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
     N, C, H, W = x.shape
     x0, x1, y0, y1 = padding
     fw, fh = filter_size(f)
-    kernel, separable = _plan(_filter_key(f), bool(flip_filter), float(gain), x.dtype.str)
+    kernel, separable = _filter_plan(f, flip_filter, gain, x.dtype)
     out_h = _output_size(H, up, down, y0, y1, fh)
     out_w = _output_size(W, up, down, x0, x1, fw)
     if out_h <= 0 or out_w <= 0:
