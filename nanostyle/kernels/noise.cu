@@ -11,9 +11,11 @@ __global__ void noise_forward(T* y, const T* x, const T* noise, const T* strengt
     }
 }
 
-// out[0] must be zero on entry; each block adds its partial sum atomically.
+// One partial sum per block, written to partials[blockIdx.x]; the launcher adds the partials up
+// on the device. No atomics: the block count and every summation order depend on the shape
+// alone, so the gradient is the same bits on every run (a resumed run repeats its first one).
 template <typename T>
-__global__ void noise_strength_grad(T* out, const T* g, const T* noise, long long n, int C, long long hw) {
+__global__ void noise_strength_grad(T* partials, const T* g, const T* noise, long long n, int C, long long hw) {
     extern __shared__ unsigned char shared_bytes[];
     T* shared = reinterpret_cast<T*>(shared_bytes);
     T acc = T(0);
@@ -21,5 +23,5 @@ __global__ void noise_strength_grad(T* out, const T* g, const T* noise, long lon
         acc += g[i] * noise[(i / (hw * C)) * hw + i % hw];
     }
     T total = block_sum(acc, shared);
-    if (threadIdx.x == 0) atomicAdd(out, total);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
