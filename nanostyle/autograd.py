@@ -611,6 +611,8 @@ class ScatterAdd(Function):
     def forward(self, g, index, shape):
         self.index = index
         xp = backend.get_array_module(g)
+        if _has_fancy(index) and backend.is_cuda_array(g):
+            return _scatter_add_cuda(g, index, shape)
         out = xp.zeros(shape, dtype=g.dtype)
         if _has_fancy(index):
             xp.add.at(out, index, g)  # repeated indices must add up
@@ -620,6 +622,30 @@ class ScatterAdd(Function):
 
     def backward(self, gg):
         return gg[self.index]
+
+
+def _scatter_add_cuda(g, index, shape):
+    """zeros(shape)[index] += g on the GPU, the same bits on every run (kernels/scatter.cu).
+
+    CuPy's add.at adds with atomics, in the order the threads happen to arrive. Here each source
+    element's destination is found by the same indexing applied to the destinations' numbers,
+    the sources are sorted by (destination, source) - unique keys, so any sort gives the one
+    order - and the kernel sums each destination's run in that order."""
+    import cupy
+    from . import cuda
+    n_out, n_src = int(np.prod(shape)), g.size
+    dest = cupy.arange(n_out, dtype=np.int64).reshape(shape)[index].reshape(-1)
+    if dest.size != n_src:
+        raise ValueError(f"ScatterAdd: index selects {dest.size} elements but the gradient has {n_src}")
+    if n_out * n_src >= 2 ** 63:
+        raise ValueError(f"ScatterAdd: {n_src} sources into {n_out} destinations overflow the int64 sort key; "
+                         "index a smaller array")
+    order = cupy.argsort(dest * n_src + cupy.arange(n_src, dtype=np.int64))
+    starts = cupy.searchsorted(dest[order], cupy.arange(n_out + 1, dtype=np.int64))
+    out = cuda.empty(shape, g.dtype)
+    cuda.launch("scatter", "segment_sum", g.dtype, n_out,
+                (out, cuda.device_array(g), order, starts.astype(np.int64), np.int64(n_out)))
+    return out
 
 
 def _has_fancy(index):

@@ -29,6 +29,7 @@ KERNELS = {
     "noise": ["noise_forward", "noise_strength_grad"],
     "softplus": ["softplus_forward", "sigmoid_forward"],
     "adam": ["adam_step"],
+    "scatter": ["segment_sum"],
 }
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 BLOCK = 256
