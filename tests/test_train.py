@@ -132,7 +132,8 @@ def test_split_phase_gives_the_whole_batch_gradient(monkeypatch):
     from nanostyle.autograd import Tensor
     from nanostyle.ops import softplus
     monkeypatch.setattr(train_module.parallel, "THREADS", 2)
-    config = tiny_config("unused", batch=8, split=2).preset(log=lambda message: None)
+    # the split is the CPU's (threads); on a GPU machine the default device would be cuda
+    config = tiny_config("unused", batch=8, split=2, device="cpu").preset(log=lambda message: None)
     run = train_module.Run(config, log=lambda message: None)
     run.D.epilogue.mbstd_group_size = 1
     real = Tensor(np.random.default_rng(3).uniform(-1, 1, (8, 1, 16, 16)).astype(np.float32))
