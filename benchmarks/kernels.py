@@ -83,6 +83,18 @@ def cases(quick, dtype):
     out.append(("minibatch_std", f"[{N},{C},4,4] group 4", lambda: (r(N, C, 4, 4),),
                 lambda x: ns.ops.minibatch_std(x), None, 2 * N * C * 16 * item))
     out.append(("softplus", f"[{N * 4096}]", lambda: (r(N * 4096),), ns.ops.softplus, None, 2 * N * 4096 * item))
+    # the augmentation's translation: a gather whose indices repeat (reflected borders); its
+    # backward is autograd's ScatterAdd (kernels/scatter.cu on the GPU)
+    R = 16 if quick else 64
+    shift = rng.integers(-R // 8, R // 8 + 1, (N, 2))
+    reflect = lambda i: np.where(np.mod(i, 2 * R - 2) >= R, 2 * R - 2 - np.mod(i, 2 * R - 2), np.mod(i, 2 * R - 2))
+    index = (np.arange(N)[:, None, None], slice(None), reflect(np.arange(R)[None, :] - shift[:, 1:])[:, :, None],
+             reflect(np.arange(R)[None, :] - shift[:, :1])[:, None, :])
+
+    def translate(x):
+        xp = backend.get_array_module(x.data)
+        return x[tuple(i if isinstance(i, slice) else xp.asarray(i) for i in index)]
+    out.append(("gather", f"[{N},1,{R},{R}] translate", lambda: (r(N, 1, R, R),), translate, None, 2 * N * R * R * item))
     return out
 
 
