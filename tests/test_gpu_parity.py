@@ -129,7 +129,8 @@ def test_gather_with_repeated_indices(dtype):
         xp = backend.get_array_module(x.data)
         return x[xp.asarray(np.arange(N)[:, None, None]), :, xp.asarray(rows[:, :, None]), xp.asarray(cols[:, None, :])]
     assert_parity(gather, [_rand(rng, dtype, N, C, H, W)])
-    assert_parity(lambda v: v[backend.get_array_module(v.data).asarray(rng.integers(0, 7, 50))], [_rand(rng, dtype, 7)])
+    picks = rng.integers(0, 7, 50)   # drawn once: the CPU and GPU runs must gather the same elements
+    assert_parity(lambda v: v[backend.get_array_module(v.data).asarray(picks)], [_rand(rng, dtype, 7)])
 
 
 def test_gradients_are_the_same_bits_on_every_run():
