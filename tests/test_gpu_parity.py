@@ -43,7 +43,7 @@ def _run(fn, arrays, to_device):
 
 
 def assert_parity(fn, arrays):
-    """GPU against CPU in the same precision. In float32 a result may differ by more than 1e-5
+    """GPU against CPU in the same precision. In float32 a derivative may differ by more than 1e-5
     where the op is ill-conditioned (minibatch_std's second derivative divides by a small
     std): there the bound is 3x the CPU's own float32 error against float64, so the GPU must be
     about as accurate as the CPU, and a wrong kernel (an error near 1) still fails."""
@@ -55,7 +55,7 @@ def assert_parity(fn, arrays):
     for i, (g, c) in enumerate(zip(gpu, cpu)):
         error = _relative_error(g.data, c.data)
         bound = tolerance
-        if error >= tolerance and arrays[0].dtype == np.float32:
+        if error >= tolerance and arrays[0].dtype == np.float32 and i > 0:   # derivatives only
             exact = exact or _run(fn, [a.astype(np.float64) for a in arrays], lambda a: a)
             bound = max(tolerance, 3 * _relative_error(c.data, exact[i].data))
         assert error < bound, f"result {i}: relative error {error:.3g} (tolerance {bound:.3g})"
