@@ -37,6 +37,9 @@ def _parser():
     p.add_argument("--diversity-gate", type=float, default=0.0, metavar="KIMG",
                    help="let the floor push only while a running mean (half-life KIMG) of the samples' "
                         "pair distance is below the data's, not whenever one batch is (default 0: per batch)")
+    p.add_argument("--diversity-space", choices=["pixels", "gradients"], default="pixels",
+                   help="the floor's distance between samples: RMS of the pixels (default) or of the image "
+                        "gradients, which brightness and background level do not change")
     p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
     p.add_argument("--aug-pivot", choices=["mean", "black"], default="mean",
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
@@ -83,7 +86,7 @@ def main(argv=None):
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
                          snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
                          diversity_weight=args.diversity, diversity_gate_kimg=args.diversity_gate,
-                         diversity_kimg=args.diversity_until,
+                         diversity_kimg=args.diversity_until, diversity_space=args.diversity_space,
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)
     train(config)
 

@@ -26,6 +26,9 @@ as the data's images do; it pushes only when they become more alike (mode collap
 `diversity_on` (default True) lets the training loop hold the floor off altogether: with a
 gate (train.py, `diversity_gate_kimg`) it pushes only while a running mean of d / d_real over
 recent batches is below 1, not whenever one small batch happens to fall below it.
+`diversity_space="gradients"` measures d (and d_real) on metrics.image_gradients instead of the
+pixels: neighbour differences, which a uniform change of brightness or background level leaves
+unchanged, so the floor cannot be met by drawing brighter or greyer samples, only different ones.
 
 Style mixing (prob 0.9 by default): a second latent's w replaces the first's from a random
 layer cutoff onwards, so no layer can rely on its neighbours sharing one w.
@@ -39,9 +42,13 @@ from .ops import bias_act, softplus
 
 class StyleGAN2Loss:
     def __init__(self, G, D, augment_pipe=None, r1_gamma=10.0, style_mixing_prob=0.9, pl_weight=0.0,
-                 pl_decay=0.01, pl_batch_shrink=2, diversity_weight=0.0, diversity_target=None):
+                 pl_decay=0.01, pl_batch_shrink=2, diversity_weight=0.0, diversity_target=None,
+                 diversity_space="pixels"):
+        if diversity_space not in ("pixels", "gradients"):
+            raise ValueError(f"diversity_space must be 'pixels' or 'gradients', got {diversity_space!r}")
         self.G, self.D, self.augment_pipe = G, D, augment_pipe
         self.diversity_weight, self.diversity_target = diversity_weight, diversity_target
+        self.diversity_space = diversity_space
         self.diversity_on = True      # the training loop's gate (train.py); True: every batch judged alone
         self.r1_gamma, self.style_mixing_prob, self.pl_weight = r1_gamma, style_mixing_prob, pl_weight
         self.pl_decay, self.pl_batch_shrink = pl_decay, pl_batch_shrink
@@ -89,7 +96,13 @@ class StyleGAN2Loss:
             return None, {}
         img = bias_act(img, act="linear", clamp=1.0)   # the data range: [-1, 1]
         diff = img[:half] - img[half:2 * half]
-        distance = (diff.square().mean(axis=(1, 2, 3)) + 1e-8).sqrt().mean()
+        if self.diversity_space == "pixels":
+            distance = (diff.square().mean(axis=(1, 2, 3)) + 1e-8).sqrt().mean()
+        else:   # RMS over metrics.image_gradients' features: neighbour differences of the pair's difference
+            dx, dy = diff[:, :, :, 1:] - diff[:, :, :, :-1], diff[:, :, 1:, :] - diff[:, :, :-1, :]
+            count = dx[0].size + dy[0].size
+            distance = ((dx.square().sum(axis=(1, 2, 3)) + dy.square().sum(axis=(1, 2, 3))) * (1.0 / count)
+                        + 1e-8).sqrt().mean()
         ratio = float(distance.numpy()) / self.diversity_target
         stats = {"pair_distance": ratio}
         if ratio >= 1.0 or not self.diversity_on:

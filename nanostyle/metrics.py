@@ -429,6 +429,17 @@ def _nearest_distances(queries, references):
     return np.sqrt(nearest)
 
 
+def image_gradients(images):
+    """Horizontal and vertical differences of neighbouring pixels, flattened: [N, F] float64. A
+    uniform change of brightness or of the background level leaves them unchanged, so a distance
+    between two images' gradients measures their structure, not their intensity. The diversity
+    floor's `space="gradients"` (losses.py) uses the same features."""
+    x = np.asarray(images, dtype=np.float64)
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    return np.concatenate([dx.reshape(len(x), -1), dy.reshape(len(x), -1)], axis=1)
+
+
 def mean_pair_distance(images, max_images=512, seed=0):
     """Mean RMS pixel distance between distinct pairs of `images` [N, C, H, W]; a random subset of
     `max_images` (drawn with `seed`) stands for a larger set. The training loss's diversity floor

@@ -34,7 +34,7 @@ from .autograd import Tensor, grad, no_grad
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, load_default_dataset, load_image_folder, to_float
 from .losses import StyleGAN2Loss
-from .metrics import mean_pair_distance
+from .metrics import image_gradients, mean_pair_distance
 from .networks import Discriminator, Generator, network_kwargs
 from .nn import copy_module
 from .optim import Adam, ema_beta, ema_update, lazy_regularization, sanitize_gradients
@@ -67,6 +67,7 @@ class TrainConfig:
                                      # data's; 0 = each batch judged alone (README: one run with 1.0)
     diversity_kimg: float = None     # the floor pushes only in the first this-many kimg; None = preset
                                      # (40 with the cpu networks), 0 = the whole run
+    diversity_space: str = "pixels"  # the floor's distance: "pixels" or "gradients" (losses.py)
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
     ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 10 on the CPU)
@@ -235,6 +236,13 @@ def _all_finite(module):
 
 # ---- the run ---------------------------------------------------------------------------------
 
+def _diversity_target(reals, config):
+    """The data's mean pair distance, in the floor's space (None when the floor is off)."""
+    if not config.diversity_weight:
+        return None
+    return mean_pair_distance(image_gradients(reals) if config.diversity_space == "gradients" else reals)
+
+
 class Run:
     """State of one training run (networks, optimisers, RNGs, counters) and its folder."""
 
@@ -263,7 +271,8 @@ class Run:
             if self.pipe is not None else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
                                   style_mixing_prob=config.style_mixing_prob, pl_weight=config.pl_weight or 0.0,
-                                  diversity_weight=config.diversity_weight or 0.0, diversity_target=diversity_target)
+                                  diversity_weight=config.diversity_weight or 0.0, diversity_target=diversity_target,
+                                  diversity_space=config.diversity_space)
         self.rng = np.random.default_rng([config.seed, 1])
         self.data_rng = np.random.default_rng([config.seed, 2])
         self.cur_nimg = 0
@@ -364,7 +373,7 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
     # changed since (e.g. the cpu networks lost their noise inputs on 2026-11-25)
     network = checkpoint[1].get("network") if checkpoint else None
     run = Run(config, log, network if isinstance(network, dict) and {"G", "D"} <= network.keys() else None,
-              diversity_target=mean_pair_distance(reals_all) if config.diversity_weight else None)
+              diversity_target=_diversity_target(reals_all, config))
     run.order = _DataOrder(len(dataset), run.data_rng)
     if checkpoint:
         run.restore(*checkpoint)
@@ -387,6 +396,7 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
             + (f"diversity floor {config.diversity_weight:g} (target {run.loss.diversity_target:.3f}"
                + (f", gated by a {config.diversity_gate_kimg:g}-kimg running mean" if config.diversity_gate_kimg else "")
                + (f", until {config.diversity_kimg:g} kimg" if config.diversity_kimg else "")
+               + (", on image gradients" if config.diversity_space == "gradients" else "")
                + "), " if run.loss.diversity_weight > 0 else "") +
             f"device {config.device}" + (f" ({run.parts} parts of each batch at once on threads)" if run.parts > 1 else "")
             + f"; snapshots every {config.snap_kimg} kimg into {run_dir}")

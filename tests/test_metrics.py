@@ -105,6 +105,14 @@ def test_same_distribution_scores_near_perfect(scores):
         assert scores[failure]["swd_avg"] > 3 * r["swd_avg"], failure
 
 
+def test_image_gradients_are_the_neighbour_differences():
+    x = np.random.default_rng(8).standard_normal((3, 2, 4, 5))
+    f = metrics.image_gradients(x)
+    assert f.shape == (3, 2 * (4 * 4 + 3 * 5))
+    assert f[1, 0] == x[1, 0, 0, 1] - x[1, 0, 0, 0] and f[1, 2 * 4 * 4] == x[1, 0, 1, 0] - x[1, 0, 0, 0]
+    assert np.allclose(metrics.image_gradients(x + 0.3), f)
+
+
 def test_one_repeated_image_has_no_diversity_and_no_recall(scores):
     r = scores["one_image_repeated"]
     assert r["diversity_ratio"] < 0.1

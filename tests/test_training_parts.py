@@ -194,9 +194,9 @@ def test_mean_pair_distance_is_the_mean_rms_distance_over_distinct_pairs():
         mean_pair_distance(x[:1])
 
 
-def _floor_loss(weight=2.0, target=0.5):
+def _floor_loss(weight=2.0, target=0.5, space="pixels"):
     G, D = tiny(16, dtype=np.float64)
-    return StyleGAN2Loss(G, D, None, diversity_weight=weight, diversity_target=target)
+    return StyleGAN2Loss(G, D, None, diversity_weight=weight, diversity_target=target, diversity_space=space)
 
 
 def test_diversity_floor_is_zero_for_varied_images_and_pushes_alike_ones_apart():
@@ -278,6 +278,26 @@ def test_diversity_floor_gradient_matches_finite_differences():
     loss = _floor_loss(weight=1.5, target=3.0)                # target above any distance: term active
     x = np.random.default_rng(5).uniform(-1, 1, (6, 1, 4, 4))
     check_backward(lambda img: loss.diversity_loss(img)[0], [x])
+
+
+def test_diversity_floor_on_gradients_measures_structure_not_brightness():
+    from nanostyle.metrics import image_gradients
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-0.8, 0.8, (6, 1, 8, 9))
+    loss = _floor_loss(weight=1.0, target=1.0, space="gradients")
+    _, stats = loss.diversity_loss(ns.Tensor(x))
+    f = image_gradients(x)
+    assert stats["pair_distance"] == pytest.approx(np.sqrt(((f[:3] - f[3:]) ** 2).mean(axis=1) + 1e-8).mean())
+    # a different brightness or background level per image, within the data range: no distance bought
+    shifted = x + rng.uniform(-0.15, 0.15, (6, 1, 1, 1))
+    assert loss.diversity_loss(ns.Tensor(shifted))[1]["pair_distance"] == pytest.approx(stats["pair_distance"])
+    _, pixels = _floor_loss(weight=1.0, target=1.0).diversity_loss(ns.Tensor(shifted))
+    _, pixels_before = _floor_loss(weight=1.0, target=1.0).diversity_loss(ns.Tensor(x))
+    assert pixels["pair_distance"] != pytest.approx(pixels_before["pair_distance"], rel=1e-3)   # in pixels it is
+    check_backward(lambda img: _floor_loss(weight=1.5, target=30.0, space="gradients").diversity_loss(img)[0],
+                   [rng.uniform(-1, 1, (4, 1, 4, 5))])
+    with pytest.raises(ValueError, match="'pixels' or 'gradients'"):
+        _floor_loss(space="edges")
 
 
 def test_diversity_floor_counts_no_distance_outside_the_data_range():
