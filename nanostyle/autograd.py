@@ -644,7 +644,7 @@ def _scatter_add_cuda(g, index, shape):
     starts = cupy.searchsorted(dest[order], cupy.arange(n_out + 1, dtype=np.int64))
     out = cuda.empty(shape, g.dtype)
     cuda.launch("scatter", "segment_sum", g.dtype, n_out,
-                (out, cuda.device_array(g), order, starts.astype(np.int64), np.int64(n_out)))
+                (out, cuda.device_array(g), order, starts.astype(np.int64, copy=False), np.int64(n_out)))
     return out
 
 

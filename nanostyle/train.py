@@ -146,6 +146,8 @@ class TrainConfig:
         if self.diversity_weight < 0:
             raise ValueError(f"--diversity {self.diversity_weight:g}: the diversity floor's weight must be >= 0 "
                              "(0 turns it off)")
+        if self.diversity_space not in ("pixels", "gradients"):
+            raise ValueError(f"--diversity-space {self.diversity_space!r}: use 'pixels' or 'gradients'")
         if self.batch < 2 or self.batch % min(4, self.batch):
             raise ValueError(f"--batch {self.batch}: use an even batch that is a multiple of 4 (or 2), "
                              "the discriminator's minibatch-stddev group")

@@ -83,6 +83,9 @@ def test_cpu_preset_fits_the_hour():
         TrainConfig(cfg="cpu", device="cpu", diversity_gate_kimg=-1.0).preset(log=lambda message: None)
     with pytest.raises(ValueError, match="--diversity-until -1: must be >= 0 kimg"):
         TrainConfig(cfg="cpu", device="cpu", diversity_kimg=-1.0).preset(log=lambda message: None)
+    with pytest.raises(ValueError, match="--diversity-space 'edges': use 'pixels' or 'gradients'"):
+        TrainConfig(cfg="cpu", device="cpu", diversity_space="edges").preset(log=lambda message: None)
+    assert config.diversity_space == "pixels"
 
 
 @pytest.mark.parametrize("split", [1, 2])
