@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
 import numpy as np  # noqa: E402
 from nanostyle import backend  # noqa: E402
+from nanostyle.augment import _reflect  # noqa: E402  (the augmentation's own border reflection)
 from nanostyle.ops.adam import adam_step  # noqa: E402
 
 
@@ -87,9 +88,8 @@ def cases(quick, dtype):
     # backward is autograd's ScatterAdd (kernels/scatter.cu on the GPU)
     R = 16 if quick else 64
     shift = rng.integers(-R // 8, R // 8 + 1, (N, 2))
-    reflect = lambda i: np.where(np.mod(i, 2 * R - 2) >= R, 2 * R - 2 - np.mod(i, 2 * R - 2), np.mod(i, 2 * R - 2))
-    index = (np.arange(N)[:, None, None], slice(None), reflect(np.arange(R)[None, :] - shift[:, 1:])[:, :, None],
-             reflect(np.arange(R)[None, :] - shift[:, :1])[:, None, :])
+    index = (np.arange(N)[:, None, None], slice(None), _reflect(np.arange(R)[None, :] - shift[:, 1:], R)[:, :, None],
+             _reflect(np.arange(R)[None, :] - shift[:, :1], R)[:, None, :])
 
     def translate(x):
         xp = backend.get_array_module(x.data)

@@ -610,14 +610,14 @@ class ScatterAdd(Function):
 
     def forward(self, g, index, shape):
         self.index = index
-        xp = backend.get_array_module(g)
-        if _has_fancy(index) and backend.is_cuda_array(g):
-            return _scatter_add_cuda(g, index, shape)
-        out = xp.zeros(shape, dtype=g.dtype)
-        if _has_fancy(index):
-            xp.add.at(out, index, g)  # repeated indices must add up
-        else:
+        if not _has_fancy(index):
+            out = backend.get_array_module(g).zeros(shape, dtype=g.dtype)
             out[index] += g
+            return out
+        if backend.is_cuda_array(g):   # repeated indices must add up, in a fixed order (no atomics)
+            return _scatter_add_cuda(g, index, shape)
+        out = np.zeros(shape, dtype=g.dtype)
+        np.add.at(out, index, g)       # repeated indices must add up
         return out
 
     def backward(self, gg):
