@@ -29,11 +29,11 @@ def _parser():
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
                                             "networks, 0.0025 as StyleGAN2 otherwise)")
     p.add_argument("--diversity", type=float, metavar="WEIGHT",
-                   help="weight of the diversity floor against mode collapse (default 4 with the cpu "
-                        "networks, 0 = plain StyleGAN2 loss, as on GPUs)")
+                   help="weight of the diversity floor against mode collapse (default 4; 0 with --cfg bench64; "
+                        "0 = plain StyleGAN2 loss)")
     p.add_argument("--diversity-until", type=float, metavar="KIMG",
-                   help="the floor pushes only in the first KIMG kimg, while collapse threatens (default 40 "
-                        "with the cpu networks; 0 = the whole run)")
+                   help="the floor pushes only in the first KIMG kimg, while collapse threatens (default 40; "
+                        "0 = the whole run)")
     p.add_argument("--diversity-gate", type=float, default=0.0, metavar="KIMG",
                    help="let the floor push only while a running mean (half-life KIMG) of the samples' "
                         "pair distance is below the data's, not whenever one batch is (default 0: per batch)")

@@ -13,7 +13,7 @@ Path-length regularisation (StyleGAN2 sec. 3.2, optional, pl_weight 2 on GPUs, o
   |J_w^T y|, y ~ N(0, I) / sqrt(H W), pulled towards its running mean (decay 0.01), on half the
   batch every G_reg_interval G steps.
 
-Diversity floor (optional, `diversity_weight`; on only in the CPU preset): a mode-seeking term in
+Diversity floor (optional, `diversity_weight`; on in the training presets, not in bench64): a mode-seeking term in
 the spirit of MSGAN (Mao, Lee, Tseng, Ma, Yang, "Mode Seeking Generative Adversarial Networks
 for Diverse Image Synthesis", CVPR 2019), made one-sided. The G batch is paired (row i with row
 i + N/2); d = mean over pairs of the RMS pixel distance between the two images, both clamped to

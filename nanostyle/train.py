@@ -70,7 +70,7 @@ class TrainConfig:
     diversity_space: str = "pixels"  # the floor's distance: "pixels" or "gradients" (losses.py)
     aug: str = "ada"                 # ada | noaug
     ada_target: float = 0.6
-    ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (500 on GPUs, 10 on the CPU)
+    ada_kimg: float = None           # p can go 0 -> 1 in this many kimg (10; 500 with bench64)
     ada_pivot: str = "mean"          # brightness/contrast about the image "mean" (ADA) or "black"
                                      # (MRI: the background stays -1; weaker, see augment.py)
     ema_kimg: float = None
@@ -109,13 +109,17 @@ class TrainConfig:
             style_mixing_prob=0.0 if net in ("bench64", "tiny") else 0.9,
             pl_weight=0.0 if cpu_like or net == "bench64" else 2.0,
             # the cpu networks collapsed to one mid-brain slice from ~10 kimg in every run without it
-            # (README, "The diversity floor"); the GPU configs keep StyleGAN2's loss as it is
-            diversity_weight=4.0 if net == "cpu" else 0.0,
+            # (README, "The diversity floor"), and so did the full-width ('auto') networks on a GPU, by
+            # 12-20 kimg with ADA at 500 or 10 kimg; with it they stayed varied (README, "GPU").
+            # bench64, the speed yardstick, keeps StyleGAN2's loss as it is
+            diversity_weight=4.0 if net in ("cpu", "auto") else 0.0,
             # ...and only while it is needed: the collapses came at 12-40 kimg; with the floor off from
             # 40 kimg the same run ended 56 kimg at tolerant precision 0.62 instead of 0.38, recall
             # 0.73 instead of 0.85, still more varied than the data (README, "The diversity floor")
-            diversity_kimg=40.0 if net == "cpu" else 0.0,
-            ada_kimg=10.0 if cpu_like else 500.0,
+            diversity_kimg=40.0 if net in ("cpu", "auto") else 0.0,
+            # StyleGAN2-ADA's 500 kimg suits its long runs on thousands of images; on the 123 default
+            # slices D overfits within a few kimg, and p had reached only 0.02 when the GPU run collapsed
+            ada_kimg=500.0 if net == "bench64" else 10.0,
             ema_kimg=(2.0 if cpu_like else 10.0),
             # the cpu networks at 0.004 reached at 16 kimg the SWD that 0.0025 reached at 24-28 in a
             # paired run, and at 56 kimg had higher tolerant precision / recall (0.38 / 0.85 against

@@ -74,6 +74,10 @@ def test_cpu_preset_fits_the_hour():
     gpu.preset(log=lambda message: None)
     assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0 and gpu.ada_pivot == "mean" and gpu.diversity_kimg == 0.0
     assert (config.lr_G, config.lr_D, gpu.lr_G, gpu.lr_D) == (0.004, 0.004, 0.0025, 0.0025)
+    assert (config.ada_kimg, gpu.ada_kimg) == (10.0, 500.0)
+    # the full-width networks a GPU picks collapsed without the floor too (README, "GPU")
+    full = TrainConfig(cfg="auto", device="cuda").preset(log=lambda message: None)
+    assert (full.net, full.diversity_weight, full.diversity_kimg, full.ada_kimg, full.lr_G) == ("auto", 4.0, 40.0, 10.0, 0.0025)
     assert TrainConfig(cfg="cpu", device="cpu", lr_G=0.001).preset(log=lambda message: None).lr_G == 0.001
     with pytest.raises(ValueError, match="learning rates must be > 0, got G 0 and D 0.004"):
         TrainConfig(cfg="cpu", device="cpu", lr_G=0.0).preset(log=lambda message: None)
