@@ -24,3 +24,14 @@ def test_kernel_benchmark_quick_json(tmp_path):
     passes = {(r["op"], r["pass"]) for r in rows}
     for op in OPS - {"adam_step"}:
         assert (op, "forward") in passes and (op, "backward") in passes
+
+
+def test_reference_without_torch_says_how_to_get_it(tmp_path):
+    # nanostyle does not depend on PyTorch; the reference timing needs it and must say so plainly
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('no torch here')\n")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "reference_torch.py"), "--iters", "1"],
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert result.returncode == 2
+    assert "needs PyTorch" in result.stderr and "pip install torch" in result.stderr
