@@ -21,7 +21,7 @@ import types
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
 import numpy as np  # noqa: E402
-from nanostyle import backend, parallel  # noqa: E402
+from nanostyle import backend, blas, parallel  # noqa: E402
 from nanostyle.losses import StyleGAN2Loss  # noqa: E402
 from nanostyle.optim import Adam, lazy_regularization  # noqa: E402
 from nanostyle.train import _phase, build_networks, default_split  # noqa: E402
@@ -96,7 +96,8 @@ def measure(config_name, iters, device, split=None):
     results.update(config=config_name, device=device, iters=iters,
                    malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
                    openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-                   nanostyle_threads=parallel.THREADS, split=split)
+                   nanostyle_threads=parallel.THREADS, split=split,
+                   openblas_core=blas.core_name(), openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"))
     return results
 
 

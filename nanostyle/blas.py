@@ -80,6 +80,57 @@ def set_local_threads(count):
     return _set_local_threads(int(count))
 
 
+# OpenBLAS's kernel sets that use AVX-512 (its names for them, lower case)
+_AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def core_name():
+    """The name of the kernel set the OpenBLAS NumPy links picked for this CPU ('Haswell',
+    'SkylakeX', ...), or None where that cannot be asked."""
+    for path in _library_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_corename64_", "openblas_get_corename64_",
+                       "scipy_openblas_get_corename", "openblas_get_corename"):
+            function = getattr(lib, symbol, None)
+            if function is not None:
+                function.restype, function.argtypes = ctypes.c_char_p, []
+                return function().decode()
+    return None
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def kernel_advice(core=None, flags=None, environ=None):
+    """One line for the user when OPENBLAS_CORETYPE holds OpenBLAS to kernels without AVX-512 on
+    a CPU that has it (some machine images set OPENBLAS_CORETYPE=Haswell), else None. Measured on
+    a 2-core AMD EPYC with AVX-512: sgemm 245 -> 465 GFLOP/s, the training step 1.3x (the
+    cpu networks) to 1.45x (bench64) faster with the variable unset (benchmarks/RESULTS.md). nanostyle leaves the setting as it
+    is: whoever set it may have had a reason."""
+    environ = os.environ if environ is None else environ
+    pinned = environ.get("OPENBLAS_CORETYPE")
+    if not pinned:
+        return None
+    core = core_name() if core is None else core
+    flags = _cpu_flags() if flags is None else flags
+    if core is None or core.lower() in _AVX512_CORES or not {"avx512f", "avx512bw", "avx512vl"} <= flags:
+        return None
+    return (f"note: OpenBLAS runs its {core} kernels (no AVX-512) because OPENBLAS_CORETYPE={pinned} is set, but "
+            "this CPU has AVX-512; `unset OPENBLAS_CORETYPE` made the training step 1.3-1.45x faster on a "
+            "2-core AMD EPYC (benchmarks/RESULTS.md)")
+
+
 def available(dtype):
     """True when gemm() can run for arrays of this dtype (float32 or float64)."""
     global _functions

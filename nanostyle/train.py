@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from . import backend, parallel
+from . import backend, blas, parallel
 from .augment import AdaController, AugmentPipe
 from .autograd import Tensor, grad, no_grad
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -408,6 +408,10 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
             + f"; snapshots every {config.snap_kimg} kimg into {run_dir}")
     log(plan)
     log_line(plan)
+    advice = blas.kernel_advice() if config.device == "cpu" else None
+    if advice:
+        log(advice)
+        log_line(advice)
 
     xp = backend.xp_for_device(config.device)
     fixed_z = np.random.default_rng(2 ** 31 - 1).standard_normal((config.num_fixed_seeds, run.G.z_dim)).astype(np.float32)

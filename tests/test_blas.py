@@ -49,3 +49,16 @@ def test_gemm_writes_into_a_window_of_a_larger_output():
 def test_gemm_rejects_bad_operands_by_name(a, b, c, match):
     with pytest.raises(ValueError, match=match):
         blas.gemm(a, b, c)
+
+
+def test_core_name_and_the_advice_on_a_pinned_kernel_set():
+    core = blas.core_name()
+    if core is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS that names its kernels")
+    assert core and core.isprintable()
+    avx512 = {"avx512f", "avx512bw", "avx512vl", "avx2"}
+    advice = blas.kernel_advice("Haswell", avx512, {"OPENBLAS_CORETYPE": "Haswell"})
+    assert "OPENBLAS_CORETYPE=Haswell" in advice and "unset OPENBLAS_CORETYPE" in advice
+    assert blas.kernel_advice("Haswell", avx512, {}) is None                 # not pinned: OpenBLAS chose
+    assert blas.kernel_advice("SkylakeX", avx512, {"OPENBLAS_CORETYPE": "SkylakeX"}) is None
+    assert blas.kernel_advice("Haswell", {"avx2", "fma"}, {"OPENBLAS_CORETYPE": "Haswell"}) is None   # no AVX-512

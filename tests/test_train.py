@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import nanostyle.train as train_module
+from nanostyle import blas
 from nanostyle.checkpoint import load_checkpoint
 from nanostyle.train import TrainConfig, TrainingDiverged, train
 
@@ -230,6 +231,8 @@ def test_cli_train_sample_evaluate(tmp_path, image_folder):
                   "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "plan:" in result.stdout and (out / "latest.npz").exists()
+    # the note on OpenBLAS held to kernels without AVX-512 comes exactly where it applies
+    assert ("unset OPENBLAS_CORETYPE" in result.stdout) == (blas.kernel_advice() is not None)
     result = _cli(os.path.join(ROOT, "examples", "sample.py"), "--ckpt", str(out / "latest.npz"), "--seeds", "0-7",
                   "--out", str(tmp_path / "samples"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
