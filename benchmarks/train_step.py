@@ -95,6 +95,7 @@ def measure(config_name, iters, device, split=None):
         results["peak_memory_mb"] = xp.get_default_memory_pool().total_bytes() / 2 ** 20
     results.update(config=config_name, device=device, iters=iters,
                    malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+                   malloc_trim_threshold=os.environ.get("MALLOC_TRIM_THRESHOLD_"),
                    openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
                    nanostyle_threads=parallel.THREADS, split=split,
                    openblas_core=blas.core_name(), openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"))

@@ -54,6 +54,20 @@ def _load():
     return found
 
 
+def _function(*symbols):
+    """The first of these functions found in NumPy's OpenBLAS, or None."""
+    for path in _library_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in symbols:
+            function = getattr(lib, symbol, None)
+            if function is not None:
+                return function
+    return None
+
+
 _set_local_threads = None              # OpenBLAS's openblas_set_num_threads_local, or False
 
 
@@ -67,14 +81,10 @@ def set_local_threads(count):
     if _set_local_threads is None:
         _set_local_threads = False
         if os.environ.get("NANOSTYLE_BLAS", "").lower() not in ("numpy", "off", "0"):
-            for path in _library_paths():
-                try:
-                    function = ctypes.CDLL(path).openblas_set_num_threads_local
-                except (OSError, AttributeError):
-                    continue
+            function = _function("openblas_set_num_threads_local")
+            if function is not None:
                 function.restype, function.argtypes = ctypes.c_int, [ctypes.c_int]
                 _set_local_threads = function
-                break
     if not _set_local_threads:
         return count
     return _set_local_threads(int(count))
@@ -87,18 +97,12 @@ _AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
 def core_name():
     """The name of the kernel set the OpenBLAS NumPy links picked for this CPU ('Haswell',
     'SkylakeX', ...), or None where that cannot be asked."""
-    for path in _library_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in ("scipy_openblas_get_corename64_", "openblas_get_corename64_",
-                       "scipy_openblas_get_corename", "openblas_get_corename"):
-            function = getattr(lib, symbol, None)
-            if function is not None:
-                function.restype, function.argtypes = ctypes.c_char_p, []
-                return function().decode()
-    return None
+    function = _function("scipy_openblas_get_corename64_", "openblas_get_corename64_",
+                         "scipy_openblas_get_corename", "openblas_get_corename")
+    if function is None:
+        return None
+    function.restype, function.argtypes = ctypes.c_char_p, []
+    return function().decode()
 
 
 def _cpu_flags():
@@ -115,9 +119,9 @@ def _cpu_flags():
 def kernel_advice(core=None, flags=None, environ=None):
     """One line for the user when OPENBLAS_CORETYPE holds OpenBLAS to kernels without AVX-512 on
     a CPU that has it (some machine images set OPENBLAS_CORETYPE=Haswell), else None. Measured on
-    a 2-core AMD EPYC with AVX-512: sgemm 245 -> 465 GFLOP/s, the training step 1.3x (the
-    cpu networks) to 1.45x (bench64) faster with the variable unset (benchmarks/RESULTS.md). nanostyle leaves the setting as it
-    is: whoever set it may have had a reason."""
+    a 2-core AMD EPYC with AVX-512: sgemm 245 -> 465 GFLOP/s, the training step 1.3x (the cpu
+    networks) to 1.45x (bench64) faster with the variable unset (benchmarks/RESULTS.md).
+    nanostyle leaves the setting as it is: whoever set it may have had a reason."""
     environ = os.environ if environ is None else environ
     pinned = environ.get("OPENBLAS_CORETYPE")
     if not pinned:
