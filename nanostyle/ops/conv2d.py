@@ -192,6 +192,19 @@ def _shifted_ok(x, kh, kw, stride, padding):
             and padding == ((kh - 1) // 2,) * 2 and blas.available(x.dtype))
 
 
+# Columns (output positions) per block of the window GEMMs. All k*k taps of one block run before
+# the next block starts, so the [O, block] output that each tap adds into (beta = 1) stays in
+# cache instead of streaming the whole [O, L] output from memory k*k times; a larger block
+# leaves OpenBLAS's own tiling alone. At 64 px and 64-128 channels (L = 34 K columns per half
+# batch) 8192 made the forward and input passes 1.05-1.2x as fast, at 32 px and below 1.0x
+# (benchmarks/RESULTS.md, 2026-11-26 evening).
+WINDOW_COLUMNS = 8192
+
+
+def _column_blocks(L):
+    return [slice(j, min(L, j + WINDOW_COLUMNS)) for j in range(0, L, WINDOW_COLUMNS)]
+
+
 def _taps(w):
     """w [O, C, k, k] -> [k, k, O, C] contiguous: one [O, C] matrix per kernel tap."""
     return np.ascontiguousarray(w.transpose(2, 3, 0, 1))
@@ -205,10 +218,11 @@ def _conv2d_shifted(x, w, adjoint=False):
     grid = _Grid(N, H, W, k)
     packed, taps = grid.pack(x), _taps(w)
     out = np.empty((C if adjoint else O, grid.L), dtype=x.dtype)
-    for i in range(k * k):
-        ky, kx = divmod(i, k)
-        blas.gemm(taps[ky, kx], grid.window(packed, ky, kx, sign=-1 if adjoint else 1), out,
-                  beta=0.0 if i == 0 else 1.0, trans_a=adjoint)
+    for cols in _column_blocks(grid.L):
+        for i in range(k * k):
+            ky, kx = divmod(i, k)
+            blas.gemm(taps[ky, kx], grid.window(packed, ky, kx, sign=-1 if adjoint else 1)[:, cols],
+                      out[:, cols], beta=0.0 if i == 0 else 1.0, trans_a=adjoint)
     return grid.unpack(out)
 
 
@@ -220,9 +234,11 @@ def _conv2d_weight_grad_shifted(x, g, k):
     packed_x, packed_g = grid.pack(x), grid.pack(g)
     rows = grid.computed(packed_g)
     taps = np.empty((k, k, O, C), dtype=x.dtype)
-    for i in range(k * k):
-        ky, kx = divmod(i, k)
-        blas.gemm(rows, grid.window(packed_x, ky, kx), taps[ky, kx], trans_b=True)
+    for block, cols in enumerate(_column_blocks(grid.L)):
+        for i in range(k * k):
+            ky, kx = divmod(i, k)
+            blas.gemm(rows[:, cols], grid.window(packed_x, ky, kx)[:, cols], taps[ky, kx],
+                      beta=0.0 if block == 0 else 1.0, trans_b=True)
     return np.ascontiguousarray(taps.transpose(2, 3, 0, 1))
 
 
