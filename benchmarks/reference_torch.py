@@ -1,6 +1,6 @@
 """The bench64 training step as StyleGAN2-ADA's PyTorch code computes it on a CPU, for timing.
 
-    python benchmarks/reference_torch.py [--iters 5] [--json FILE] [--threads 2] [--flops]
+    python benchmarks/reference_torch.py [--iters 5] [--json FILE] [--threads 2] [--flops] [--isa avx2]
 
 Why: issue 7's reference figures were measured on another machine. This re-implements the
 same work in plain PyTorch from the architecture facts (nanostyle/networks.py is the spec: same
@@ -19,6 +19,9 @@ plain-PyTorch paths (--flops: FLOPs per phase as issue 7's):
     full resolution, then a stride-2 3x3 conv, or a [::2, ::2] slice and the 1x1 skip conv;
   * bias_act as plain ops; R1 via autograd.grad(create_graph=True), loss (logits * 0 + r1 *
     gamma / 2).mean() * 16; D main as two backward passes; grads nan_to_num'd before each Adam.
+--isa avx2 holds torch's kernels (ATen's vector code, oneDNN, MKL) to AVX2 on a CPU with AVX-512,
+as on the issue's Zen 3 machine kind; nanostyle's counterpart is OpenBLAS's Haswell kernels
+(`OPENBLAS_CORETYPE=Haswell`). The JSON records the instruction set torch reports using.
 Differences: weights drawn from torch's generator; float32 with no conv_clamp (its --fp32); one
 process; no augmentation, style mixing, path-length reg, G_ema update or statistics.
 """
@@ -30,6 +33,17 @@ import resource
 import statistics
 import sys
 import time
+
+# The settings that hold torch's libraries to one instruction set; each library reads its own
+# when it loads, so --isa is looked at before `import torch`.
+ISA_ENVIRONMENT = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+if __name__ == "__main__":
+    _early = argparse.ArgumentParser(add_help=False)
+    _early.add_argument("--isa", choices=sorted(ISA_ENVIRONMENT), default="native")
+    os.environ.update(ISA_ENVIRONMENT[_early.parse_known_args()[0].isa])
 
 try:
     import torch
@@ -361,11 +375,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--flops", action="store_true", help="also count FLOPs per phase (FlopCounterMode)")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--isa", choices=sorted(ISA_ENVIRONMENT), default="native",
+                   help="avx2: torch's kernels held to AVX2 (read before torch loads; see above)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     G, D, phases = build_phases()
     results = time_phases(phases, args.iters)
-    results.update(torch_version=torch.__version__, threads=args.threads, iters=args.iters,
+    results.update(torch_version=torch.__version__, threads=args.threads, iters=args.iters, isa=args.isa,
+                   cpu_capability=torch.backends.cpu.get_cpu_capability(),
                    malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
                    malloc_trim_threshold=os.environ.get("MALLOC_TRIM_THRESHOLD_"))
     for key, value in results.items():
