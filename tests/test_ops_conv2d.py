@@ -61,6 +61,16 @@ def test_conv2d_forward_and_gradients(k, padding, stride, hw, conv_path):
     check_both_orders(lambda x, w: conv2d(x, w, padding=padding, stride=stride), [x, w])
 
 
+@pytest.mark.parametrize("channels, out_channels", [(1, 4), (4, 1), (3, 5)])
+def test_1x1_conv2d_forward_and_gradients(channels, out_channels, conv_path):
+    """1x1 convolutions, also with a single input channel (fromRGB) or output channel (toRGB)."""
+    rng = np.random.default_rng(channels * 10 + out_channels)
+    x, w = randn(rng, 3, channels, 5, 4), randn(rng, out_channels, channels, 1, 1)
+    y = conv2d(ns.Tensor(x), ns.Tensor(w)).data
+    np.testing.assert_allclose(y, reference_conv2d(x, w, (0, 0), (1, 1)), atol=1e-12)
+    check_both_orders(lambda x, w: conv2d(x, w), [x, w])
+
+
 def test_conv_transpose2d_is_the_adjoint_of_conv2d_and_differentiable(conv_path):
     rng = np.random.default_rng(7)
     x, w = randn(rng, 2, 3, 7, 7), randn(rng, 3, 4, 3, 3)  # torch layout [C_in, C_out, kh, kw]
