@@ -35,3 +35,12 @@ def test_reference_without_torch_says_how_to_get_it(tmp_path):
                             env=dict(os.environ, PYTHONPATH=str(tmp_path)))
     assert result.returncode == 2
     assert "needs PyTorch" in result.stderr and "pip install torch" in result.stderr
+
+
+def test_benchmark_shell_scripts_parse():
+    """ab.sh, vs_reference.sh and gpu_check.sh need a second checkout, torch or a GPU to run;
+    here bash only parses them, so a broken edit fails in CI rather than on the next machine."""
+    for name in ("ab.sh", "vs_reference.sh", "gpu_check.sh"):
+        result = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", name)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
