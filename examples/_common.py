@@ -1,15 +1,16 @@
-"""Shared by the example CLIs: make `nanostyle` importable from a plain checkout, and turn the
+"""Shared by the example CLIs: import the `nanostyle` of the checkout they sit in, and turn the
 library's input errors into one clear line and exit code 2 instead of a traceback."""
 import functools
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-try:  # imported before NumPy: nanostyle sets OpenBLAS's thread spin (see nanostyle/__init__.py)
-    import nanostyle  # noqa: F401
-except ImportError:  # running from a checkout without `pip install -e .`
+# In a checkout, its own library comes first: otherwise an installed nanostyle (a release, or
+# `pip install -e` of another checkout or worktree) would run in its place, silently. Copied
+# elsewhere, the examples use the installed one.
+if os.path.isfile(os.path.join(ROOT, "nanostyle", "__init__.py")):
     sys.path.insert(0, ROOT)
-    import nanostyle  # noqa: F401
+import nanostyle  # noqa: E402,F401  (before NumPy: it sets OpenBLAS's thread spin, see nanostyle/__init__.py)
 
 
 def friendly_errors(main):

@@ -214,6 +214,22 @@ def _cli(*args, cwd):
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_examples_run_the_library_of_their_own_checkout(tmp_path):
+    """An example in a second checkout (a worktree, an older commit) imports that checkout's
+    nanostyle, not the one pip installed (here: this checkout, in CI and on the dev machine)."""
+    import shutil
+    checkout = tmp_path / "checkout"
+    shutil.copytree(os.path.join(ROOT, "nanostyle"), checkout / "nanostyle",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (checkout / "examples").mkdir()
+    shutil.copy(os.path.join(ROOT, "examples", "_common.py"), checkout / "examples")
+    probe = "import sys; sys.path.insert(0, sys.argv[1]); import _common, nanostyle; print(nanostyle.__file__)"
+    result = subprocess.run([sys.executable, "-c", probe, str(checkout / "examples")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert os.path.realpath(result.stdout.strip()).startswith(os.path.realpath(checkout)), result.stdout
+
+
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("oasis") / "keras_png_slices_train"
