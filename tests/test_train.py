@@ -2,6 +2,7 @@
 bit-exact, NaN stops cleanly, bad input gives one clear line and exit code 2."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -217,7 +218,6 @@ def _cli(*args, cwd):
 def test_examples_run_the_library_of_their_own_checkout(tmp_path):
     """An example in a second checkout (a worktree, an older commit) imports that checkout's
     nanostyle, not the one pip installed (here: this checkout, in CI and on the dev machine)."""
-    import shutil
     checkout = tmp_path / "checkout"
     shutil.copytree(os.path.join(ROOT, "nanostyle"), checkout / "nanostyle",
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -11,8 +11,9 @@ backward is a pair of the others (see the Function classes).
 NumPy paths. Window GEMMs (when blas.available(), i.e. NumPy's own OpenBLAS can be called
 directly): the batch is laid out once per channel as one flat zero-margined row, so the input
 window of a kernel tap is that row shifted by a constant, a strided 2-D view BLAS reads in
-place; a pass is then k*k GEMMs adding into one output (beta = 1) instead of one GEMM on a
-k*k-times larger patch matrix that must be written and read. `_Grid` serves the "same"
+place; a pass is then k*k GEMMs adding into one output (beta = 1; block by block of output
+positions, WINDOW_COLUMNS) instead of one GEMM on a k*k-times larger patch matrix that must be
+written and read. `_Grid` serves the "same"
 convolutions (stride 1, odd square kernel, padding (k-1)/2; margins shared between
 neighbouring rows and images: 1.03x the work at 64 px, 1.27x at 16 px), `_PhaseGrid` strided
 ones (each tap reads one of s*s phases of the input). Small images with many channels run
@@ -196,7 +197,7 @@ def _shifted_ok(x, kh, kw, stride, padding):
 # the next block starts, so the [O, block] output that each tap adds into (beta = 1) stays in
 # cache instead of streaming the whole [O, L] output from memory k*k times; a larger block
 # leaves OpenBLAS's own tiling alone. At 64 px and 64-128 channels (L = 34 K columns per half
-# batch) 8192 made the forward and input passes 1.05-1.2x as fast, at 32 px and below 1.0x
+# batch) 8192 made the forward and input passes 1.05-1.25x as fast, at 32 px and below 1.0x
 # (benchmarks/RESULTS.md, 2026-11-26 evening).
 WINDOW_COLUMNS = 8192
 
