@@ -30,15 +30,20 @@ def _library_paths():
     return sorted(glob.glob(os.path.join(libs, "lib*openblas*.so*")))
 
 
+def _libraries():
+    """NumPy's OpenBLAS libraries, loaded, in _library_paths' order (those that fail to load skipped)."""
+    for path in _library_paths():
+        try:
+            yield ctypes.CDLL(path)
+        except OSError:
+            continue
+
+
 def _load():
     found = {}
     if os.environ.get("NANOSTYLE_BLAS", "").lower() in ("numpy", "off", "0"):
         return found
-    for path in _library_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in _libraries():
         for template, int_t in _SYMBOLS:
             try:
                 pair = {np.dtype(np.float32): getattr(lib, template.format("s")),
@@ -56,11 +61,7 @@ def _load():
 
 def _function(*symbols):
     """The first of these functions found in NumPy's OpenBLAS, or None."""
-    for path in _library_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in _libraries():
         for symbol in symbols:
             function = getattr(lib, symbol, None)
             if function is not None:

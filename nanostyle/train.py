@@ -130,8 +130,9 @@ class TrainConfig:
             metrics_kimg=0.0 if net == "tiny" else None,
             # the CPU default is an hour, not an image count: it stops (with a final snapshot and
             # metrics) at 55 minutes: 58-67 kimg on the 2-core Xeon of 2026-11-26 (its speed
-            # varied), 83 on a 2-core Zen 5 EPYC (which met the quality targets; README), fewer on
-            # slower machines; 100 kimg ends it sooner only on a faster one. Precision rises to the end.
+            # varied), 83-84 on a 2-core Zen 5 EPYC (the quality targets met in two runs of three;
+            # README), fewer on slower machines; 100 kimg ends it sooner only on a faster one.
+            # Precision rises to the end.
             kimg=(100.0 if net == "cpu" else 0.032 if net == "tiny" else 5000.0),
             minutes=55.0 if net == "cpu" else 0.0,
         )
