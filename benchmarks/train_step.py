@@ -35,7 +35,9 @@ def synchronize(xp):
         xp.cuda.Device().synchronize()
 
 
-def measure(config_name, iters, device, split=None):
+def build_phases(config_name, device, split=None):
+    """The configuration's networks, optimisers and loss, and its timed steps as callables:
+    {"G_main_s", "D_main_s", "D_r1_s", "g_forward_s"} -> fn(); returns (phases, cfg, xp, split)."""
     cfg = CONFIGS[config_name]
     xp = backend.xp_for_device(device)
     G, D = build_networks(cfg["net"], cfg["res"])
@@ -76,6 +78,12 @@ def measure(config_name, iters, device, split=None):
             G(z(), rng=rng)
 
     phases["g_forward_s"] = g_forward
+    return phases, cfg, xp, split
+
+
+def measure(config_name, iters, device, split=None):
+    phases, cfg, xp, split = build_phases(config_name, device, split)
+    B = cfg["batch"]
     results = {}
     for name, fn in phases.items():
         fn()  # warm-up

@@ -44,3 +44,39 @@ def test_benchmark_shell_scripts_parse():
         result = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", name)],
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+def _load_conv_ceiling():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("conv_ceiling", os.path.join(ROOT, "benchmarks", "conv_ceiling.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_ceiling_counts_each_pass_and_its_gemm():
+    """conv_ceiling.py's accounting: one key per pass with the pass's multiply count, ceiling GEMMs
+    of that very count (when the pass fits in one column block), and conv2d restored afterwards."""
+    import numpy as np
+    import nanostyle as ns
+    cc = _load_conv_ceiling()
+    conv = cc.conv
+    before = {name: getattr(conv, name) for name, _ in cc.PASSES}
+    rng = np.random.default_rng(3)
+    x = ns.Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), requires_grad=True)
+    w = ns.Tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    with cc.PassTimer() as timer:
+        timer.on = True
+        ns.ops.conv2d(x, w, padding=1).sum().backward()
+        timer.on = False
+        ns.ops.conv2d(x, w, padding=1)                  # not counted
+    assert all(getattr(conv, name) is fn for name, fn in before.items())
+    flops = 2 * 2 * 4 * 8 * 8 * 3 * 9
+    assert dict(timer.flops) == {(p, 2, 3, 4, 9, 1, 8, 8): flops for p in ("forward", "input", "weight")}
+    assert all(s > 0 for s in timer.seconds.values())
+    for key in timer.flops:
+        for transposed in (False, True):
+            a, b = cc.gemm_operands(key, transposed)
+            assert a.shape[1] == b.shape[0] and 2 * a.shape[0] * a.shape[1] * b.shape[1] == flops
+    if cc.blas.available(np.float32):                  # the ceiling calls OpenBLAS directly
+        assert cc.ceiling_gflops(("forward", 2, 3, 4, 9, 1, 8, 8), threads=2, min_seconds=0.001) > 0
