@@ -6,13 +6,14 @@ NumPy + OpenBLAS could give if every convolution ran at it.
 1. Runs the G main, D main and D R1 steps as train_step.py does (the batch's halves on their
    threads) and times every convolution pass inside them: forward, input gradient and weight
    gradient, grouped by shape, in thread-seconds (each half's own time).
-2. For each shape, times the one GEMM the pass amounts to at the least: im2col's product
-   ([O, C*k*k] x [C*k*k, N*Ho*Wo] and its two adjoints), over blocks of at most 8192 output
-   positions (CEILING_COLUMNS), on contiguous operands, with no patch copy, no layout copy and
-   no margins; the faster of the product and its transpose (pixel-major);
-   as many single-threaded GEMMs at once as the step runs halves. That is the ceiling: no
-   convolution written as BLAS calls does its multiplies faster (short of an algorithm with fewer
-   multiplies, such as Winograd's).
+2. For each shape, times the GEMMs the pass amounts to at the least: im2col's product
+   ([O, C*k*k] x [C*k*k, N*Ho*Wo] and its two adjoints) and one kernel tap's ([O, C] x
+   [C, N*Ho*Wo], k*k of which make the pass, as the window GEMMs do it), each as is and
+   transposed (pixel-major), over blocks of at most 8192 output positions (CEILING_COLUMNS), on
+   contiguous operands, with no patch copy, no layout copy and no margins; as many
+   single-threaded GEMMs at once as the step runs halves. The fastest of the four is the
+   ceiling: a convolution written as these BLAS calls does its multiplies no faster (short of an
+   algorithm with fewer multiplies, such as Winograd's).
 3. Prints, per step and for lazy_iter_s (G + D + R1/16): the time measured, and the time with
    every convolution at its ceiling and everything else as measured, i.e. the floor of any
    NumPy + OpenBLAS implementation that keeps the rest of the step as it is.
@@ -86,11 +87,12 @@ class PassTimer:
 CEILING_COLUMNS = 8192
 
 
-def gemm_operands(key, transposed):
+def gemm_operands(key, transposed, per_tap=False):
     """Contiguous operands (a, b) of the least GEMM of a pass, [M, K] x [K, N], over one block
-    of at most CEILING_COLUMNS output positions."""
+    of at most CEILING_COLUMNS output positions: im2col's, with all k*k taps in one product, or
+    (per_tap) one tap's, as the window GEMMs do it, k*k of which make the pass."""
     kind, N, C, O, kk, _, Ho, Wo = key
-    L, K = min(N * Ho * Wo, CEILING_COLUMNS), C * kk
+    L, K = min(N * Ho * Wo, CEILING_COLUMNS), C * (1 if per_tap else kk)
     m, k, n = {"forward": (O, K, L), "input": (K, O, L), "weight": (O, L, K)}[kind]
     if transposed:
         m, n = n, m
@@ -98,13 +100,19 @@ def gemm_operands(key, transposed):
     return (rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))
 
 
-def ceiling_gflops(key, threads, min_seconds=0.05):
-    """The faster orientation's GFLOP/s per thread, `threads` single-threaded GEMMs at once."""
+def ceiling_gflops(key, threads, min_seconds=0.1, rounds=2):
+    """The fastest of the four GEMMs (all taps in one or one tap; as is or transposed), in
+    GFLOP/s per thread, `threads` single-threaded GEMMs at once; the best of `rounds` (a ceiling
+    errs high, which only lowers the floor)."""
     best = 0.0
-    for transposed in (False, True):
-        a, b = gemm_operands(key, transposed)
+    for transposed, per_tap in ((False, False), (True, False), (False, True), (True, True)) * rounds:
+        a, b = gemm_operands(key, transposed, per_tap)
         flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
-        reps = max(2, int(min_seconds * 100e9 / flops))
+        c = np.empty((a.shape[0], b.shape[1]), np.float32)
+        blas.gemm(a, b, c)
+        start = time.perf_counter()
+        blas.gemm(a, b, c)
+        reps = max(2, int(min_seconds / (time.perf_counter() - start)))
         rates, barrier = [], threading.Barrier(threads)
 
         def run():
