@@ -1,4 +1,4 @@
-"""benchmarks/kernels.py runs on the CPU and reports every op, forward and backward."""
+"""The benchmark scripts: kernels.py reports every op, forward and backward; reference_torch.py says how to get torch; conv_ceiling.py counts each convolution pass and its GEMM; the shell scripts parse."""
 import json
 import os
 import subprocess
