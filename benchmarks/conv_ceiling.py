@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step  # noqa: E402  (puts the checkout first on sys.path, imports nanostyle first)
 import numpy as np  # noqa: E402
-from nanostyle import blas  # noqa: E402
+from nanostyle import blas, parallel  # noqa: E402
 
 conv = importlib.import_module("nanostyle.ops.conv2d")
 STEPS = ("G_main_s", "D_main_s", "D_r1_s")
@@ -113,23 +113,17 @@ def ceiling_gflops(key, threads, min_seconds=0.1, rounds=2):
         start = time.perf_counter()
         blas.gemm(a, b, c)
         reps = max(2, int(min_seconds / (time.perf_counter() - start)))
-        rates, barrier = [], threading.Barrier(threads)
+        barrier = threading.Barrier(threads)
 
-        def run():
-            blas.set_local_threads(1)
+        def run(_):                                     # one per half, as training splits (BLAS single-threaded)
             c = np.empty((a.shape[0], b.shape[1]), np.float32)
             blas.gemm(a, b, c)
             barrier.wait()
             start = time.perf_counter()
             for _ in range(reps):
                 blas.gemm(a, b, c)
-            rates.append(flops * reps / (time.perf_counter() - start) / 1e9)
-        workers = [threading.Thread(target=run) for _ in range(threads)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        best = max(best, min(rates))
+            return flops * reps / (time.perf_counter() - start) / 1e9
+        best = max(best, min(parallel.split_batch(run, threads)))
     return best
 
 
@@ -185,10 +179,12 @@ def main(argv=None):
     print("\nthe 20 costliest pass shapes (per thread: batch N, C -> O channels, taps, stride, output;"
           "\nthread-ms over one G, D and R1 step):")
     print(f"{'pass':8} {'N':>3} {'C':>4} {'O':>4} {'kk':>2} {'s':>1} {'out':>7} {'ms':>8} {'GF/s':>6} {'ceiling':>7}")
-    rates = {}                                          # summed over the three steps
+    seconds, flops = collections.Counter(), collections.Counter()   # summed over the three steps
     for step in steps.values():
         for k, (s, f) in step["passes"].items():
-            rates[k] = (rates.get(k, (0.0, 0.0))[0] + s, rates.get(k, (0.0, 0.0))[1] + f)
+            seconds[k] += s
+            flops[k] += f
+    rates = {k: (s, flops[k]) for k, s in seconds.items()}
     for k, (s, f) in sorted(rates.items(), key=lambda kv: -kv[1][0])[:20]:
         kind, N, C, O, kk, stride, Ho, Wo = k
         print(f"{kind:8} {N:3} {C:4} {O:4} {kk:2} {stride:1} {f'{Ho}x{Wo}':>7} {1e3 * s:8.1f} "

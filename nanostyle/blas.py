@@ -30,6 +30,11 @@ def _library_paths():
     return sorted(glob.glob(os.path.join(libs, "lib*openblas*.so*")))
 
 
+def _switched_off():
+    """NANOSTYLE_BLAS=numpy (or off, 0): NumPy's own matmul only, no direct calls."""
+    return os.environ.get("NANOSTYLE_BLAS", "").lower() in ("numpy", "off", "0")
+
+
 def _libraries():
     """NumPy's OpenBLAS libraries, loaded, in _library_paths' order (those that fail to load skipped)."""
     for path in _library_paths():
@@ -41,7 +46,7 @@ def _libraries():
 
 def _load():
     found = {}
-    if os.environ.get("NANOSTYLE_BLAS", "").lower() in ("numpy", "off", "0"):
+    if _switched_off():
         return found
     for lib in _libraries():
         for template, int_t in _SYMBOLS:
@@ -81,7 +86,7 @@ def set_local_threads(count):
     global _set_local_threads
     if _set_local_threads is None:
         _set_local_threads = False
-        if os.environ.get("NANOSTYLE_BLAS", "").lower() not in ("numpy", "off", "0"):
+        if not _switched_off():
             function = _function("openblas_set_num_threads_local")
             if function is not None:
                 function.restype, function.argtypes = ctypes.c_int, [ctypes.c_int]

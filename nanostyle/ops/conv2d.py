@@ -13,9 +13,9 @@ directly): the batch is laid out once per channel as one flat zero-margined row,
 window of a kernel tap is that row shifted by a constant, a strided 2-D view BLAS reads in
 place; a pass is then k*k GEMMs adding into one output (beta = 1; block by block of output
 positions, WINDOW_COLUMNS) instead of one GEMM on a k*k-times larger patch matrix that must be
-written and read. `_Grid` serves the "same"
-convolutions (stride 1, odd square kernel, padding (k-1)/2; margins shared between
-neighbouring rows and images: 1.03x the work at 64 px, 1.27x at 16 px), `_PhaseGrid` strided
+written and read. `_Grid` serves the "same" convolutions (stride 1, odd square kernel, padding
+(k-1)/2; margins shared between neighbouring rows and images: 1.03x the work at 64 px, 1.27x at
+16 px), `_PhaseGrid` strided
 ones (each tap reads one of s*s phases of the input). Small images with many channels run
 faster as im2col (one GEMM with K = 9C), so each pass picks by output size
 (WINDOW_MIN_PIXELS). Otherwise im2col + one BLAS GEMM per pass: the patch matrix is laid out
