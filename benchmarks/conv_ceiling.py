@@ -136,7 +136,7 @@ def main(argv=None):
     if not blas.available(np.float32):
         sys.exit("conv_ceiling: needs NumPy's OpenBLAS callable directly (nanostyle.blas.available)")
 
-    phases, cfg, _, split = train_step.build_phases(args.config, "cpu")
+    phases, cfg, _, parts = train_step.build_phases(args.config, "cpu")
     steps = {}
     with PassTimer() as timer:
         for name in STEPS:
@@ -152,12 +152,12 @@ def main(argv=None):
                                                   for k, s in timer.seconds.items()})
 
     keys = sorted({k for step in steps.values() for k in step["passes"]})
-    ceiling = {k: ceiling_gflops(k, split) for k in keys}
+    ceiling = {k: ceiling_gflops(k, parts) for k in keys}
 
     weights = {"G_main_s": 1.0, "D_main_s": 1.0, "D_r1_s": 1.0 / cfg["r1_interval"]}
-    results = dict(config=args.config, iters=args.iters, split=split, openblas_core=blas.core_name(),
+    results = dict(config=args.config, iters=args.iters, parts=parts, openblas_core=blas.core_name(),
                    openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"))
-    print(f"{args.config}: {split} halves at once, OpenBLAS {blas.core_name()} kernels; seconds per step")
+    print(f"{args.config}: {parts} parts at once, OpenBLAS {blas.core_name()} kernels; seconds per step")
     print(f"{'step':10} {'measured':>9} {'conv share':>10} {'conv GF/s':>9} {'ceiling GF/s':>12} {'at ceiling':>10}")
     lazy = lazy_floor = 0.0
     for name in STEPS:
@@ -165,13 +165,13 @@ def main(argv=None):
         conv_s = sum(s for s, _ in passes.values())
         flops = sum(f for _, f in passes.values())
         ideal_s = sum(f / (ceiling[k] * 1e9) for k, (_, f) in passes.items())
-        floor = wall - (conv_s - ideal_s) / split      # the halves save alike, each on its core
+        floor = wall - (conv_s - ideal_s) / parts      # the halves save alike, each on its core
         lazy += weights[name] * wall
         lazy_floor += weights[name] * floor
         results[name] = dict(measured_s=wall, floor_s=floor, conv_thread_s=conv_s, conv_gflop=flops / 1e9,
-                             conv_share=conv_s / (wall * split), conv_gflops_per_thread=flops / conv_s / 1e9,
+                             conv_share=conv_s / (wall * parts), conv_gflops_per_thread=flops / conv_s / 1e9,
                              ceiling_gflops_per_thread=flops / ideal_s / 1e9)
-        print(f"{name:10} {wall:9.3f} {conv_s / (wall * split):10.0%} {flops / conv_s / 1e9:9.1f} "
+        print(f"{name:10} {wall:9.3f} {conv_s / (wall * parts):10.0%} {flops / conv_s / 1e9:9.1f} "
               f"{flops / ideal_s / 1e9:12.1f} {floor:10.3f}")
     results.update(lazy_iter_s=lazy, lazy_iter_floor_s=lazy_floor, floor_ratio=lazy_floor / lazy)
     print(f"lazy_iter_s {lazy:.3f} measured, {lazy_floor:.3f} with every convolution at its ceiling "

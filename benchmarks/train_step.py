@@ -3,8 +3,8 @@
     python benchmarks/train_step.py --config bench64 [--iters 5] [--json FILE]
 
 Reports medians over --iters of: the G main step, the D main step and the D R1 step (each with
-its Adam update, run as the training loop runs them: on a 2-core CPU the two halves of the
-batch at once, see --split), lazy_iter_s = G + D + R1/16, g_forward_s (G at batch 16 without
+its Adam update, run as the training loop runs them, by train.phase_step: on a CPU the batch in
+parts at once, one per core, see --parts), lazy_iter_s = G + D + R1/16, g_forward_s (G at batch 16 without
 gradients), img/s = batch / lazy_iter_s, and peak memory (process max RSS on the CPU; CuPy's
 memory-pool peak on a GPU). bench64: res 64, batch 16, z = w = 256, 2 mapping layers, channel_base 4096,
 channel_max 256, R1 gamma 1 every 16, style mixing off, no augmentation, float32.
@@ -16,7 +16,6 @@ import resource
 import statistics
 import sys
 import time
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
@@ -24,7 +23,7 @@ import numpy as np  # noqa: E402
 from nanostyle import backend, blas, parallel  # noqa: E402
 from nanostyle.losses import StyleGAN2Loss  # noqa: E402
 from nanostyle.optim import Adam, lazy_regularization  # noqa: E402
-from nanostyle.train import _phase, build_networks, default_split  # noqa: E402
+from nanostyle.train import build_networks, default_parts, phase_step  # noqa: E402
 
 CONFIGS = {"bench64": dict(net="bench64", res=64, batch=16, gamma=1.0, r1_interval=16),
            "cpu64": dict(net="cpu", res=64, batch=16, gamma=1.0, r1_interval=16)}
@@ -35,9 +34,9 @@ def synchronize(xp):
         xp.cuda.Device().synchronize()
 
 
-def build_phases(config_name, device, split=None):
+def build_phases(config_name, device, parts=None):
     """The configuration's networks, optimisers and loss, and its timed steps as callables:
-    {"G_main_s", "D_main_s", "D_r1_s", "g_forward_s"} -> fn(); returns (phases, cfg, xp, split)."""
+    {"G_main_s", "D_main_s", "D_r1_s", "g_forward_s"} -> fn(); returns (phases, cfg, xp, parts)."""
     cfg = CONFIGS[config_name]
     xp = backend.xp_for_device(device)
     G, D = build_networks(cfg["net"], cfg["res"])
@@ -54,18 +53,15 @@ def build_phases(config_name, device, split=None):
     def z():
         return ns.Tensor(xp.asarray(rng.standard_normal((B, G.z_dim)).astype(np.float32)))
 
-    if split is None:                 # as the training loop picks it
-        split = default_split(B, D, device)
-    # the training loop's own phase (train._phase): loss, backward, Adam; with split > 1 the
-    # parts of the batch on threads at once
-    run = types.SimpleNamespace(config=types.SimpleNamespace(batch=B, out=None), rng=rng, parts=split,
-                                bad_gradients=0, cur_nimg=0, iteration=0)
+    if parts is None:                 # as the training loop picks it
+        parts = default_parts(B, D, device)
 
-    def step(module_G_trains, loss_of, opt):
-        G.requires_grad_(module_G_trains)
-        D.requires_grad_(not module_G_trains)
+    def step(G_trains, loss_of, opt):
+        G.requires_grad_(G_trains)
+        D.requires_grad_(not G_trains)
         zs = z()
-        _phase(run, opt, G if module_G_trains else D, "loss", lambda rows, r, first: loss_of(zs[rows], rows, r, first))
+        phase_step(G if G_trains else D, opt, lambda rows, r, first: loss_of(zs[rows], rows, r, first),
+                   B, rng, parts=parts)
 
     phases = {
         "G_main_s": lambda: step(True, lambda zs, rows, r, first: loss.generator_loss(zs, r, update_emas=first), opt_G),
@@ -78,11 +74,11 @@ def build_phases(config_name, device, split=None):
             G(z(), rng=rng)
 
     phases["g_forward_s"] = g_forward
-    return phases, cfg, xp, split
+    return phases, cfg, xp, parts
 
 
-def measure(config_name, iters, device, split=None):
-    phases, cfg, xp, split = build_phases(config_name, device, split)
+def measure(config_name, iters, device, parts=None):
+    phases, cfg, xp, parts = build_phases(config_name, device, parts)
     B = cfg["batch"]
     results = {}
     for name, fn in phases.items():
@@ -105,7 +101,7 @@ def measure(config_name, iters, device, split=None):
                    malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
                    malloc_trim_threshold=os.environ.get("MALLOC_TRIM_THRESHOLD_"),
                    openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-                   nanostyle_threads=parallel.THREADS, split=split,
+                   nanostyle_threads=parallel.THREADS, parts=parts,
                    openblas_core=blas.core_name(), openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"))
     return results
 
@@ -115,11 +111,11 @@ def main(argv=None):
     p.add_argument("--config", default="bench64", choices=sorted(CONFIGS))
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--split", type=int, default=None,
+    p.add_argument("--parts", type=int, default=None,
                    help="parts of each batch computed at once on threads (default: as training picks; 1 = none)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    results = measure(args.config, args.iters, args.device or backend.default_device(), args.split)
+    results = measure(args.config, args.iters, args.device or backend.default_device(), args.parts)
     for key, value in results.items():
         print(f"{key:24} {value:.4f}" if isinstance(value, float) else f"{key:24} {value}")
     if args.json:

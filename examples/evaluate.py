@@ -26,7 +26,6 @@ def main(argv=None):
 
     from nanostyle import metrics
     from nanostyle.data import heldout_split, load_default_dataset, load_image_folder, slice_groups, to_float
-    from nanostyle.train import generate
     G, meta = load_generator(args.ckpt)
     res = meta["config"]["res"]
     data = args.data or meta["config"].get("data")
@@ -39,7 +38,7 @@ def main(argv=None):
     # be; a ratio well below 1 still flags copying.
     rest, held = heldout_split(slice_groups(dataset), fraction=0.2, seed=args.seed)
     heldout, rest = reals[held], reals[rest]
-    fakes = generate(G, seeds=range(100_000, 100_000 + args.num), truncation_psi=args.trunc, noise_mode="random")
+    fakes = G.generate(seeds=range(100_000, 100_000 + args.num), truncation_psi=args.trunc, noise_mode="random")
     results = metrics.evaluate(reals, fakes, train=rest, heldout=heldout, seed=args.seed)
     results.update(kimg=meta["cur_nimg"] / 1000, num_fake=len(fakes), num_real=len(reals))
     print(metrics.format_table(results))

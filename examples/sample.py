@@ -55,11 +55,10 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from nanostyle import viz
-    from nanostyle.train import generate
     G, meta = load_generator(args.ckpt)
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num if args.num else 64))
     os.makedirs(args.out, exist_ok=True)
-    images = generate(G, seeds=seeds, truncation_psi=args.trunc, noise_mode=args.noise)
+    images = G.generate(seeds=seeds, truncation_psi=args.trunc, noise_mode=args.noise)
     if args.grid:
         path = os.path.join(args.out, "grid.png")
         viz.save_image_grid(images, path)
@@ -76,7 +75,6 @@ def main(argv=None):
 def write_interpolation(G, seeds, args, steps=12):
     """Spherical-free linear interpolation in z between consecutive seeds, as one GIF."""
     from nanostyle import viz
-    from nanostyle.train import generate
     if len(seeds) < 2:
         seeds = [seeds[0], seeds[0] + 1]
     zs = [np.random.default_rng(s).standard_normal(G.z_dim) for s in seeds + seeds[:1]]
@@ -84,7 +82,7 @@ def write_interpolation(G, seeds, args, steps=12):
     for a, b in zip(zs[:-1], zs[1:]):
         for t in np.linspace(0, 1, steps, endpoint=False):
             frames.append((1 - t) * a + t * b)
-    images = generate(G, z=np.asarray(frames, dtype=np.float32), truncation_psi=args.trunc, noise_mode="const")
+    images = G.generate(z=np.asarray(frames, dtype=np.float32), truncation_psi=args.trunc, noise_mode="const")
     paths = viz.save_images(images, os.path.join(args.out, "interp_frames"), [f"f{i:04d}" for i in range(len(images))])
     out = os.path.join(args.out, "interpolation.gif")
     viz.make_gif(paths, out, duration_ms=80)

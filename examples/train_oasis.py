@@ -11,6 +11,7 @@ import argparse
 
 import _common  # noqa: F401  (import path + error handling)
 from _common import friendly_errors
+from nanostyle.train import RESUME_OVERRIDES
 
 
 def _parser():
@@ -44,8 +45,9 @@ def _parser():
     p.add_argument("--aug-pivot", choices=["mean", "black"], default="mean",
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
                         "keeps the MRI background at -1 (weaker: D overfitted with it in the cpu run)")
-    p.add_argument("--cfg", choices=["auto", "bench64", "cpu"], default="auto",
-                   help="network config: auto (cpu widths when no GPU answers), bench64, cpu")
+    p.add_argument("--cfg", choices=["auto", "bench64", "cpu"],
+                   help="network config: auto (StyleGAN2-ADA's widths), bench64 (the speed yardstick), cpu "
+                        "(narrow, for a CPU hour); default: cpu on a CPU, auto with a GPU")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
@@ -57,7 +59,7 @@ def parse_args(argv=None):
     return _parser().parse_args(argv)
 
 
-RESUME_OPTIONS = {"resume", "kimg", "minutes", "device"}   # what a resumed run takes; the rest is in its checkpoint
+RESUME_OPTIONS = {"resume", *RESUME_OVERRIDES}   # what a resumed run takes; the rest is in its checkpoint
 
 
 def given_options(argv=None):
@@ -70,6 +72,7 @@ def given_options(argv=None):
 
 @friendly_errors
 def main(argv=None):
+    from nanostyle.diversity import DiversityConfig
     from nanostyle.train import TrainConfig, train
     args = parse_args(argv)
     if args.resume:
@@ -85,8 +88,8 @@ def main(argv=None):
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
                          snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
-                         diversity_weight=args.diversity, diversity_gate_kimg=args.diversity_gate,
-                         diversity_kimg=args.diversity_until, diversity_space=args.diversity_space,
+                         diversity=DiversityConfig(weight=args.diversity, until_kimg=args.diversity_until,
+                                                   gate_kimg=args.diversity_gate, space=args.diversity_space),
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)
     train(config)
 

@@ -19,6 +19,7 @@ NUM = 200   # per set: enough for stable k-NN and SWD estimates, small enough to
 
 # ---- test data -----------------------------------------------------------------------------------
 
+
 def separable_filter(images, taps):
     """Correlate the last two axes with 1-D `taps` (reflect padding: numpy 'reflect' is scipy's
     'mirror', the Progressive GAN code's choice), written here so the tests do not lean on the
@@ -93,6 +94,7 @@ def scores(reals, other_reals):
 
 
 # ---- the known cases ----------------------------------------------------------------------------
+
 
 def test_same_distribution_scores_near_perfect(scores):
     r = scores["same_distribution"]
@@ -194,6 +196,7 @@ def test_memorisation_flags_copies_of_training_images(reals, other_reals):
 
 
 # ---- the pieces ----------------------------------------------------------------------------------
+
 
 def test_ms_ssim_is_one_on_identical_pairs_symmetric_and_bounded(reals, other_reals):
     a, b = reals[:20], other_reals[:20]
@@ -344,6 +347,7 @@ def test_embed_is_fit_on_reals_and_bounded_in_size(reals, other_reals):
 
 # ---- determinism, output format, errors ----------------------------------------------------------
 
+
 def test_same_seed_same_numbers_other_seed_other_draws(reals, other_reals):
     a, b = reals[:60], other_reals[:60]
     first = metrics.evaluate(a, b, train=a[:40], heldout=a[40:], seed=7)
@@ -387,3 +391,13 @@ def test_bad_input_raises_value_error_naming_function_and_problem(reals, other_r
         metrics.evaluate(np.full((4, 1, 16, 16), 255, dtype=np.uint8), b[:, :, :16, :16])
     with pytest.raises(ValueError, match=r"sliced_wasserstein: fake is empty"):
         metrics.sliced_wasserstein(a, b[:0])
+
+
+def test_mean_pair_distance_is_the_mean_rms_distance_over_distinct_pairs():
+    from nanostyle.metrics import mean_pair_distance
+    x = np.random.default_rng(3).uniform(-1, 1, (7, 1, 5, 6))
+    brute = [np.sqrt(((x[i] - x[j]) ** 2).mean()) for i in range(7) for j in range(i + 1, 7)]
+    assert mean_pair_distance(x) == pytest.approx(np.mean(brute), rel=1e-9)
+    assert mean_pair_distance(np.repeat(x[:1], 5, axis=0)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_pair_distance(x[:1])

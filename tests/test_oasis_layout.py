@@ -8,7 +8,7 @@ from PIL import Image
 
 from nanostyle import metrics
 from nanostyle.data import load_default_dataset, load_image_folder, to_float
-from nanostyle.train import TrainConfig, generate, train
+from nanostyle.train import TrainConfig, train
 from examples_helpers import load_generator
 
 
@@ -34,6 +34,6 @@ def test_oasis_layout_from_the_default_volume_loads_trains_and_evaluates(tmp_pat
     run = train(TrainConfig(data=str(tmp_path / "oasis"), res=32, cfg="tiny", kimg=0.016, out=str(tmp_path / "run")),
                 log_to_stdout=False)
     G, _ = load_generator(os.path.join(run, "latest.npz"))
-    fakes = generate(G, seeds=range(16))
+    fakes = G.generate(seeds=range(16))
     results = metrics.evaluate(to_float(loaded.images), fakes)
     assert all(np.isfinite(v) for v in results.values())

@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import dataclasses
+
+import nanostyle.diversity as diversity_module
 import nanostyle.train as train_module
 from nanostyle import blas
 from nanostyle.checkpoint import load_checkpoint
-from nanostyle.train import TrainConfig, TrainingDiverged, train
+from nanostyle.data import load_default_dataset
+from nanostyle.diversity import DiversityConfig
+from nanostyle.networks import network_kwargs
+from nanostyle.train import TrainConfig, TrainingDiverged, phase_step, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,7 +57,7 @@ def test_time_budget_ends_the_run_with_a_final_snapshot(tmp_path):
 def test_collapse_guard_says_so_in_the_log_and_on_the_progress_line(tmp_path, monkeypatch, capsys, ratio, shown):
     # the metrics pass reports samples as varied as `ratio` times the data's diversity
     monkeypatch.setattr(train_module, "_quick_metrics",
-                        lambda G_ema, reals, log_line: {"diversity_ratio": ratio, "swd_avg": 100.0})
+                        lambda G_ema, images: {"diversity_ratio": ratio, "swd_avg": 100.0})
     run = train(tiny_config(tmp_path / "run", kimg=0.064, snap_kimg=0.032, metrics_kimg=0.032),
                 log_to_stdout=False)
     err = capsys.readouterr().err
@@ -66,45 +72,60 @@ def test_collapse_guard_says_so_in_the_log_and_on_the_progress_line(tmp_path, mo
 
 
 def test_cpu_preset_fits_the_hour():
-    config = TrainConfig(cfg="cpu", device="cpu")
-    config.preset(log=lambda message: None)
-    assert (config.kimg, config.minutes) == (100.0, 55.0)
-    assert config.diversity_weight == 4.0 and config.diversity_gate_kimg == 0.0 and config.ada_pivot == "mean"
-    assert config.diversity_kimg == 40.0
-    gpu = TrainConfig(cfg="auto", device="cpu")
-    gpu.cfg, gpu.device = "bench64", "cpu"
-    gpu.preset(log=lambda message: None)
-    assert gpu.minutes == 0.0 and gpu.diversity_weight == 0.0 and gpu.ada_pivot == "mean" and gpu.diversity_kimg == 0.0
-    assert (config.lr_G, config.lr_D, gpu.lr_G, gpu.lr_D) == (0.004, 0.004, 0.0025, 0.0025)
-    assert (config.ada_kimg, gpu.ada_kimg) == (10.0, 500.0)
-    # the full-width networks a GPU picks collapsed without the floor too (README, "GPU")
-    full = TrainConfig(cfg="auto", device="cuda").preset(log=lambda message: None)
-    assert (full.net, full.diversity_weight, full.diversity_kimg, full.ada_kimg, full.lr_G) == ("auto", 4.0, 40.0, 10.0, 0.0025)
-    assert TrainConfig(cfg="cpu", device="cpu", lr_G=0.001).preset(log=lambda message: None).lr_G == 0.001
+    config = TrainConfig(device="cpu").preset(log=lambda message: None)
+    assert config.cfg == "cpu" and (config.kimg, config.minutes) == (100.0, 55.0)
+    assert config.diversity == DiversityConfig(weight=4.0, until_kimg=40.0, gate_kimg=0.0, space="pixels")
+    assert config.ada_pivot == "mean"
+    bench = TrainConfig(cfg="bench64", device="cpu").preset(log=lambda message: None)
+    assert bench.minutes == 0.0 and bench.diversity.weight == 0.0 and bench.diversity.until_kimg == 0.0
+    assert (config.lr_G, config.lr_D, bench.lr_G, bench.lr_D) == (0.004, 0.004, 0.0025, 0.0025)
+    assert (config.ada_kimg, bench.ada_kimg) == (10.0, 500.0)
+    # the full-width networks a GPU picks collapsed without the floor too (docs/experiments.md, "GPU")
+    full = TrainConfig(device="cuda").preset(log=lambda message: None)
+    assert (full.cfg, full.diversity.weight, full.diversity.until_kimg, full.ada_kimg, full.lr_G) == \
+        ("auto", 4.0, 40.0, 10.0, 0.0025)
+    assert TrainConfig(cfg="auto", device="cpu").preset(log=lambda message: None).cfg == "auto"   # asked for
+    assert TrainConfig(device="cpu", lr_G=0.001).preset(log=lambda message: None).lr_G == 0.001
     with pytest.raises(ValueError, match="learning rates must be > 0, got G 0 and D 0.004"):
-        TrainConfig(cfg="cpu", device="cpu", lr_G=0.0).preset(log=lambda message: None)
+        TrainConfig(device="cpu", lr_G=0.0).preset(log=lambda message: None)
     with pytest.raises(ValueError, match="--diversity -1: .* must be >= 0"):
-        TrainConfig(cfg="cpu", device="cpu", diversity_weight=-1.0).preset(log=lambda message: None)
-    with pytest.raises(ValueError, match="diversity_gate_kimg -1 must be >= 0"):
-        TrainConfig(cfg="cpu", device="cpu", diversity_gate_kimg=-1.0).preset(log=lambda message: None)
-    with pytest.raises(ValueError, match="--diversity-until -1: must be >= 0 kimg"):
-        TrainConfig(cfg="cpu", device="cpu", diversity_kimg=-1.0).preset(log=lambda message: None)
-    with pytest.raises(ValueError, match="--diversity-space 'edges': use 'pixels' or 'gradients'"):
-        TrainConfig(cfg="cpu", device="cpu", diversity_space="edges").preset(log=lambda message: None)
-    assert config.diversity_space == "pixels"
+        TrainConfig(device="cpu", diversity=DiversityConfig(weight=-1.0)).preset(log=lambda message: None)
+    with pytest.raises(ValueError, match="unknown --cfg 'wide'"):
+        TrainConfig(cfg="wide", device="cpu").preset(log=lambda message: None)
 
 
-@pytest.mark.parametrize("split", [1, 2])
-def test_resume_is_bit_exact(tmp_path, monkeypatch, split):
+def test_configs_of_older_checkpoints_read_as_today_s():
+    """Before the floor's settings were nested, `net` held the resolved network config and
+    `split` the parts: such checkpoints resume with the same settings."""
+    old = dict(dataclasses.asdict(TrainConfig(res=32)), cfg="auto", net="cpu", split=2, diversity_weight=4.0,
+               diversity_kimg=40.0, diversity_gate_kimg=0.5, diversity_space="gradients")
+    del old["diversity"], old["parts"]
+    config = TrainConfig.from_dict(old)
+    assert (config.cfg, config.parts, config.res) == ("cpu", 2, 32)
+    assert config.diversity == DiversityConfig(weight=4.0, until_kimg=40.0, gate_kimg=0.5, space="gradients")
+    today = TrainConfig(cfg="cpu", device="cpu").preset(log=lambda message: None)
+    assert TrainConfig.from_dict(dataclasses.asdict(today)) == today
+
+
+def test_without_the_floor_the_step_is_plain_stylegan2(tmp_path):
+    run = train(tiny_config(tmp_path / "run", diversity=DiversityConfig(weight=0.0)), log_to_stdout=False)
+    arrays, meta = load_checkpoint(os.path.join(run, "latest.npz"))
+    assert meta["diversity"] is None
+    assert not any(k in r for r in meta["records"] for k in ("loss_diversity", "pair_distance"))
+    assert "diversity floor" not in open(os.path.join(run, "log.txt")).read()
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_resume_is_bit_exact(tmp_path, monkeypatch, parts):
     # path-length regularisation on, so its running mean must be restored too, and the diversity
     # floor, whose target is recomputed from the data (raised here so that the floor is at work on
-    # the tiny run); split 2 runs the halves of each batch on two threads, which must be as
+    # the tiny run); parts 2 runs the halves of each batch on two threads, which must be as
     # reproducible as one
-    real_target = train_module.mean_pair_distance
-    monkeypatch.setattr(train_module, "mean_pair_distance", lambda images: 10 * real_target(images))
+    real_target = diversity_module.mean_pair_distance
+    monkeypatch.setattr(diversity_module, "mean_pair_distance", lambda images: 10 * real_target(images))
     # the floor closes at 0.048 kimg, after the resume: the closing must follow cur_nimg, not the session
-    options = dict(pl_weight=2.0, diversity_weight=2.0, diversity_gate_kimg=0.004, split=split, ada_pivot="black",
-                   diversity_kimg=0.048)
+    options = dict(pl_weight=2.0, diversity=DiversityConfig(weight=2.0, gate_kimg=0.004, until_kimg=0.048),
+                   parts=parts, ada_pivot="black")
     straight = train(tiny_config(tmp_path / "a", kimg=0.064, **options), log_to_stdout=False)
     half = train(tiny_config(tmp_path / "b", kimg=0.032, **options), log_to_stdout=False)
     train(TrainConfig(kimg=0.064), resume=half, log_to_stdout=False)
@@ -114,12 +135,13 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch, split):
     assert sorted(a) == sorted(b)
     different = [k for k in a if not np.array_equal(a[k], b[k])]
     assert different == []
-    assert meta_b["config"]["split"] == split
+    assert meta_b["config"]["parts"] == parts
     assert any(r.get("loss_diversity", 0) > 0 for r in meta_b["records"])     # the floor was at work
     assert all(r["loss_diversity"] == 0 and "pair_distance" in r                  # ...and stopped, measuring on
                for r in meta_b["records"] if r["kimg"] > 0.048)
     assert any(r["kimg"] > 0.048 for r in meta_b["records"])
-    assert meta_b["diversity_mean"] == meta_a["diversity_mean"] is not None   # its gate's running mean too
+    assert meta_b["diversity"] == meta_a["diversity"] and meta_a["diversity"]["mean"] is not None   # its gate too
+    assert "diversity floor: off from 0.048 kimg" in open(os.path.join(half, "log.txt")).read()
 
 
 class _NoStep:
@@ -136,35 +158,45 @@ class _NoStep:
         pass
 
 
-def test_split_phase_gives_the_whole_batch_gradient(monkeypatch):
+def test_phase_step_in_parts_gives_the_whole_batch_gradient(monkeypatch):
     # a loss that treats every image on its own (mbstd group 1), so halves must add up exactly
     from nanostyle.autograd import Tensor
     from nanostyle.ops import softplus
+    from test_networks import tiny
     monkeypatch.setattr(train_module.parallel, "THREADS", 2)
-    # the split is the CPU's (threads); on a GPU machine the default device would be cuda
-    config = tiny_config("unused", batch=8, split=2, device="cpu").preset(log=lambda message: None)
-    run = train_module.Run(config, log=lambda message: None)
-    run.D.epilogue.mbstd_group_size = 1
+    _, D = tiny(16)
+    D.epilogue.mbstd_group_size = 1
     real = Tensor(np.random.default_rng(3).uniform(-1, 1, (8, 1, 16, 16)).astype(np.float32))
     seen = []
 
     def loss_of(rows, rng, first):
         seen.append((rows, first))
-        logits = run.D(real[rows])
+        logits = D(real[rows])
         return softplus(-logits).mean(), {"score": float(logits.numpy().mean()), "logits": logits.numpy().ravel()}
 
-    optimizer = _NoStep(run.D.parameters())
-    whole = train_module._phase(run, optimizer, run.D, "test loss", loss_of, parts=1)
-    expected = [p.grad.numpy().copy() for p in run.D.parameters()]
-    halves = train_module._phase(run, optimizer, run.D, "test loss", loss_of, parts=2)
-    for p, g in zip(run.D.parameters(), expected):
+    optimizer = _NoStep(D.parameters())
+    rng = np.random.default_rng(0)
+    whole, bad = phase_step(D, optimizer, loss_of, 8, rng, parts=1)
+    expected = [p.grad.numpy().copy() for p in D.parameters()]
+    halves, _ = phase_step(D, optimizer, loss_of, 8, rng, parts=2)
+    for p, g in zip(D.parameters(), expected):
         np.testing.assert_allclose(p.grad.numpy(), g, rtol=2e-5, atol=1e-7)
-    assert sorted((r.start or 0, first) for r, first in seen[1:]) == [(0, True), (4, False)]
+    assert bad == 0 and sorted((r.start or 0, first) for r, first in seen[1:]) == [(0, True), (4, False)]
     assert halves["score"] == pytest.approx(whole["score"], rel=1e-5)
     np.testing.assert_allclose(halves["logits"], whole["logits"], rtol=1e-5)
 
+    def nan_loss(rows, rng, first):
+        loss, stats = loss_of(rows, rng, first)
+        return loss * float("nan"), stats
 
-def test_split_follows_the_cores_and_the_mbstd_groups(monkeypatch):
+    before = [p.data.copy() for p in D.parameters()]
+    for parts in (1, 2):
+        with pytest.raises(TrainingDiverged, match="the test loss became nan"):
+            phase_step(D, optimizer, nan_loss, 8, rng, parts=parts, name="test loss")
+    assert all(np.array_equal(p.data, b) for p, b in zip(D.parameters(), before))
+
+
+def test_parts_follow_the_cores_and_the_mbstd_groups(monkeypatch):
     monkeypatch.setattr(train_module.parallel, "THREADS", 2)
     assert train_module.parallel.batch_parts(16, 4) == 2
     assert train_module.parallel.batch_parts(12, 4) == 1       # halves of 6 would break the groups of 4
@@ -173,8 +205,9 @@ def test_split_follows_the_cores_and_the_mbstd_groups(monkeypatch):
     assert train_module.parallel.batch_parts(32, 4) == 8
     monkeypatch.setattr(train_module.parallel, "THREADS", 1)
     assert train_module.parallel.batch_parts(16, 4) == 1
+    config = tiny_config("unused", batch=4, parts=3).preset(log=lambda m: None)
     with pytest.raises(ValueError, match="must divide"):
-        train_module.Run(tiny_config("unused", batch=4, split=3).preset(log=lambda m: None), log=lambda m: None)
+        train_module.Run(config, load_default_dataset(16))
 
 
 def test_resume_builds_the_networks_the_checkpoint_holds(tmp_path, monkeypatch):
@@ -280,17 +313,15 @@ def test_cli_sample_rejects_a_foreign_checkpoint(tmp_path):
 
 
 def test_generate_clips_to_the_data_range_as_the_pictures_do():
-    from test_networks import tiny
+    from nanostyle.networks import Generator
 
-    G, _ = tiny(16)
+    class Loud(Generator):            # G with its output scaled far past [-1, 1]
+        def forward(self, z, **kwargs):
+            return super().forward(z, **kwargs) * 50.0
 
-    class Loud:                       # G with its output scaled far past [-1, 1]
-        z_dim, mapping = G.z_dim, G.mapping
-
-        def __call__(self, z, **kwargs):
-            return G(z, **kwargs) * 50.0
-
-    raw = train_module.generate(G, seeds=range(3)) * 50.0
-    loud = train_module.generate(Loud(), seeds=range(3))
-    assert np.abs(raw).max() > 1 and loud.min() >= -1 and loud.max() <= 1
-    np.testing.assert_allclose(loud, np.clip(raw, -1, 1), atol=1e-5)
+    kwargs = network_kwargs("tiny", 16)[0]
+    G, loud = Generator(img_resolution=16, **kwargs), Loud(img_resolution=16, **kwargs)
+    raw = G.generate(seeds=range(3)) * 50.0
+    clipped = loud.generate(seeds=range(3))
+    assert np.abs(raw).max() > 1 and clipped.min() >= -1 and clipped.max() <= 1
+    np.testing.assert_allclose(clipped, np.clip(raw, -1, 1), atol=1e-5)
