@@ -566,14 +566,15 @@ def precision_recall_tolerant(real, fake, k=3, copies=4, seed=0, max_samples=10_
 
     On a dataset of one template brain (the default data: 123 neighbouring slices of MNI152) the
     plain k-NN manifold is a thin thread through slice position, and its balls reach only about
-    one slice step: the real slices shifted by one pixel in random directions, or turned by 5
-    degrees, or 10 % darker, score precision 0.02, 0.28 and 0.14 there. Here the real set is
+    one slice step: real slices moved by a pixel, turned by a few degrees or made a little darker
+    score a precision near zero there (docs/experiments.md, "Which precision and recall to
+    read"). Here the real set is
     `copies` nuisance-moved versions of every real image (the embedding is fit on them), each
     ball reaching the k-th nearest copy of another image (copies of one image are not counted as
     neighbours), and precision is the share of fakes inside that widened real manifold; recall is
     the share of the (unmoved) reals inside the fake manifold widened the same way. Changes within
-    the nuisance range keep both near 1; blur, noise and wrong anatomy still lower them (see the
-    README's calibration table). Sets of different sizes are compared at equal size, as in
+    the nuisance range keep both near 1; blur, noise and wrong anatomy still lower them (the
+    calibration table of the same section, from scripts/calibrate_metrics.py). Sets of different sizes are compared at equal size, as in
     `precision_recall`. Returns {"precision_tolerant", "recall_tolerant"}.
     """
     if copies < 1:

@@ -348,7 +348,8 @@ def network_kwargs(cfg, res):
         D = dict(channel_base=4096, channel_max=256, mbstd_group_size=4)
     elif cfg == "cpu":
         # no per-pixel noise inputs: on smooth MRI slices G used them for salt-and-pepper speckle
-        # that mimics fine-band energy instead of learning grey/white-matter structure (README)
+        # that mimics fine-band energy instead of learning grey/white-matter structure
+        # (docs/experiments.md, "The diversity floor, and the collapse it replaced")
         G = dict(z_dim=128, w_dim=128, mapping_layers=2, channel_base=2048, channel_max=128, use_noise=False)
         D = dict(channel_base=2048, channel_max=128, mbstd_group_size=4)
     elif cfg == "tiny":
