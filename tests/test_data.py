@@ -1,5 +1,4 @@
-"""Data loading (every input kind, bad input, cache), checkpoints (round trip, atomicity, bad
-files) and pictures (grids, curves, GIF)."""
+"""Data loading: every input kind, bad input, the cache, held-out splits, the default data."""
 import os
 
 import numpy as np
@@ -7,8 +6,6 @@ import pytest
 from PIL import Image
 
 import nanostyle.data as data
-from nanostyle.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from nanostyle import viz
 
 
 def _png(path, array, mode=None):
@@ -126,56 +123,3 @@ def test_default_dataset(res):
     f = data.to_float(ds.images)
     assert f.dtype == np.float32 and f.min() >= -1 and f.max() <= 1
     assert np.array_equal(data.to_uint8(f), ds.images)
-
-
-def test_checkpoint_round_trip_and_bad_files(tmp_path, monkeypatch):
-    path = str(tmp_path / "c.npz")
-    arrays = {"G/w": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), "n": np.arange(5)}
-    meta = {"config": {"res": 64}, "rng": {"state": 2 ** 100}}
-    save_checkpoint(path, arrays, meta)
-    loaded, loaded_meta = load_checkpoint(path)
-    assert loaded_meta == meta and all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
-
-    def broken_savez(handle, **kw):
-        handle.write(b"partial")
-        raise OSError("disk full")
-    monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(OSError):
-        save_checkpoint(path, {"x": np.zeros(2)}, {})
-    monkeypatch.undo()
-    assert load_checkpoint(path)[1] == meta and os.listdir(tmp_path) == ["c.npz"]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
-
-    truncated = tmp_path / "t.npz"
-    truncated.write_bytes(open(path, "rb").read()[:200])
-    foreign = tmp_path / "f.npz"
-    np.savez(foreign, a=np.zeros(3))
-    garbage = tmp_path / "g.npz"
-    garbage.write_bytes(b"hello world")
-    newer = tmp_path / "v.npz"
-    np.savez(newer, __format__=np.asarray("nanostyle-checkpoint"), __version__=np.asarray(99),
-             __meta__=np.frombuffer(b"{}", np.uint8))
-    for bad, match in ((truncated, "truncated or corrupt"), (foreign, "foreign"), (garbage, "truncated or corrupt"),
-                       (newer, "incompatible"), (tmp_path / "missing.npz", "does not exist")):
-        with pytest.raises(CheckpointError, match=match) as info:
-            load_checkpoint(str(bad))
-        assert os.path.basename(str(bad)) in str(info.value)
-    with pytest.raises(TypeError):
-        save_checkpoint(path, {"x": [1, 2]}, {})
-    with pytest.raises(ValueError, match="reserved"):
-        save_checkpoint(path, {"file": np.zeros(1)}, {})
-
-
-def test_pictures(tmp_path):
-    images = np.random.default_rng(0).uniform(-1, 1, (10, 1, 8, 8))
-    viz.save_image_grid(images, str(tmp_path / "grid.png"))
-    assert Image.open(tmp_path / "grid.png").size == (4 * 10 + 2, 3 * 10 + 2)
-    paths = viz.save_images(images[:3], str(tmp_path / "one"), ["a", "b", "c"])
-    assert Image.open(paths[0]).size == (8, 8) and Image.open(paths[0]).mode == "L"
-    records = [dict(kimg=i / 10, loss_G=1.0 / (i + 1), loss_D=0.5, ada_p=i / 100, swd_avg=3.0 - i / 10) for i in range(20)]
-    viz.plot_losses(records, str(tmp_path / "loss.png"))
-    viz.plot_metrics(records, str(tmp_path / "m.png"), keys=["swd_avg"])
-    gif = viz.make_gif([str(tmp_path / "grid.png")] * 3, str(tmp_path / "t.gif"))
-    assert Image.open(gif).n_frames >= 1 and Image.open(tmp_path / "loss.png").size[0] > 200
