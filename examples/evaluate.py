@@ -25,11 +25,13 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from nanostyle import metrics
-    from nanostyle.data import heldout_split, load_default_dataset, load_image_folder, slice_groups, to_float
+    from nanostyle.data import heldout_split, load_data, load_default_dataset, slice_groups, to_float
     G, meta = load_generator(args.ckpt)
     res = meta["config"]["res"]
     data = args.data or meta["config"].get("data")
-    dataset = load_image_folder(data, res) if data else load_default_dataset(res)
+    config = meta["config"]
+    dataset = load_data(data, res, classes=config.get("classes"), crop_border=config.get("crop_border", 0),
+                        axis=config.get("axis", "axial")) if data else load_default_dataset(res)
     reals = to_float(dataset.images)
     # Memorisation compares samples with held-out reals, both measured against the remaining
     # slices. Whole groups are held out (OASIS subjects; on other data runs of 8 neighbouring

@@ -16,7 +16,10 @@ from nanostyle.train import RESUME_OVERRIDES
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="folder of PNG/JPG slices, searched recursively (default: shipped MNI152 slices)")
+    p.add_argument("--data", help="folder of PNG/JPG slices (searched recursively), a NIfTI/Analyze volume, or a "
+                                  "folder of volumes (default: the shipped MNI152 slices)")
+    p.add_argument("--axis", choices=["axial", "coronal", "sagittal"], default="axial",
+                   help="volumes: the axis to slice along, after turning them to RAS (default axial)")
     p.add_argument("--res", type=int, default=64, help="image resolution, a power of two (default 64)")
     p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D")
     p.add_argument("--minutes", type=float,
@@ -48,7 +51,8 @@ def _parser():
     p.add_argument("--cfg", choices=["auto", "bench64", "cpu"],
                    help="network config: auto (StyleGAN2-ADA's widths), bench64 (the speed yardstick), cpu "
                         "(narrow, for a CPU hour); default: cpu on a CPU, auto with a GPU")
-    p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")
+    p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC, or '*' for every "
+                                     "subfolder (default: all images, one class)")
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
@@ -86,7 +90,7 @@ def main(argv=None):
         train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device), resume=args.resume)
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
-                         out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
+                         out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes, axis=args.axis,
                          snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
                          diversity=DiversityConfig(weight=args.diversity, until_kimg=args.diversity_until,
                                                    gate_kimg=args.diversity_gate, space=args.diversity_space),

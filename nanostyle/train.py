@@ -32,7 +32,7 @@ from . import backend, blas, parallel
 from .augment import AdaController, AugmentPipe
 from .autograd import Tensor, grad
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import DataError, load_default_dataset, load_image_folder, to_float
+from .data import DataError, check_minibatch_std_group, load_data, load_default_dataset, to_float
 from .diversity import DiversityConfig, DiversityFloor
 from .losses import StyleGAN2Loss
 from .networks import CONFIGS, Discriminator, Generator, network_kwargs
@@ -48,9 +48,10 @@ class TrainingDiverged(RuntimeError):
 @dataclasses.dataclass
 class TrainConfig:
     """A run's settings. None means "the preset's" (`preset()` fills them for the device)."""
-    data: str = None                 # image folder; None = the shipped MNI152 slices
+    data: str = None                 # image folder, volume or folder of volumes; None = the MNI152 slices
     res: int = 64
-    classes: str = None
+    classes: str = None              # "AD,NC": those subfolders as classes; "*": every subfolder
+    axis: str = "axial"              # volumes: the slicing axis (axial, coronal or sagittal)
     cfg: str = None                  # network config (networks.CONFIGS); None = cpu on a CPU, auto on a GPU
     kimg: float = None               # thousands of real images to show D
     minutes: float = None            # wall-clock budget of the training loop; 0 = none
@@ -225,8 +226,8 @@ def load_dataset(config, log=print):
         log(f"data: the default MNI152 2009a axial slices ({len(dataset)} images, {config.res}x{config.res}); "
             "pass --data DIR to train on your own slices (e.g. OASIS keras_png_slices_train)")
     else:
-        dataset = load_image_folder(config.data, config.res, classes=config.classes,
-                                    crop_border=config.crop_border)
+        dataset = load_data(config.data, config.res, classes=config.classes, crop_border=config.crop_border,
+                            axis=config.axis)
         log(f"data: {len(dataset)} images from {config.data} at {config.res}x{config.res}"
             + (f", {len(dataset.skipped)} unreadable files skipped" if dataset.skipped else ""))
     if dataset.resolution != config.res:
@@ -272,6 +273,7 @@ class Run:
         self.G, self.D = build_networks(config.cfg, config.res, seed=config.seed,
                                         kwargs=(network["G"], network["D"]))
         self.G_ema = copy_module(self.G)
+        check_minibatch_std_group(dataset, self.D.epilogue.mbstd_group_size)
         if config.parts is None:       # saved in the checkpoint's config: a resumed run splits alike
             config.parts = default_parts(config.batch, self.D, config.device)
         if config.parts < 1 or config.batch % config.parts:
@@ -506,7 +508,7 @@ def _training_iteration(run):
     config, rng = run.config, run.rng
     B, xp = config.batch, backend.xp_for_device(config.device)
     notes = []
-    reals = to_float(run.dataset.images[run.order.next(B)])
+    reals = run.dataset.batch(run.order.next(B))
     flip = rng.random(B) < 0.5
     if config.mirror:
         reals = np.where(flip[:, None, None, None], reals[:, :, :, ::-1], reals)
@@ -591,11 +593,15 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
 
 
 def _quick_metrics(G_ema, images):
-    """metrics.evaluate of up to 256 samples against as many training images (the first ones)."""
+    """metrics.evaluate of up to 256 samples against as many training images (all of them, or a
+    fixed random subset of a larger set, so that a folder sorted by subject is not judged by its
+    first few subjects)."""
     from . import metrics
     num = min(len(images), 256)
+    chosen = np.sort(np.random.default_rng(0).choice(len(images), num, replace=False)) if num < len(images) \
+        else np.arange(num)
     fakes = G_ema.generate(seeds=range(10_000, 10_000 + num), noise_mode="random")
-    results = metrics.evaluate(to_float(images[:num]), fakes, seed=0)
+    results = metrics.evaluate(to_float(images[chosen]), fakes, seed=0)
     return {k: float(v) for k, v in results.items()}
 
 

@@ -81,3 +81,14 @@ def test_conv_ceiling_counts_each_pass_and_its_gemm():
                 assert a.shape[1] == b.shape[0] and gemms * 2 * a.shape[0] * a.shape[1] * b.shape[1] == flops
     if cc.blas.available(np.float32):                  # the ceiling calls OpenBLAS directly
         assert cc.ceiling_gflops(("forward", 2, 3, 4, 9, 1, 8, 8), threads=2, min_seconds=0.001, rounds=1) > 0
+
+
+def test_data_load_benchmark_builds_loads_and_caches(tmp_path):
+    out = tmp_path / "load.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "data_load.py"), "--num", "40",
+                             "--size", "32", "--res", "16", "--json", str(out)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.load(open(out))
+    assert report["first"]["images"] == report["cached"]["images"] == 40
+    assert report["cached"]["memmap"] and report["cached"]["batch_shape"] == [32, 1, 16, 16]
