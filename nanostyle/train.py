@@ -22,6 +22,7 @@ import functools
 import glob
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -103,6 +104,7 @@ class TrainConfig:
     def preset(self, log=print):
         """Fill the unset options for the device and network config, say what was chosen, and
         check the ranges. The reasons for the defaults: docs/experiments.md, sections named below."""
+        _check_rules(self, _RULES[:1])        # --res, which the defaults below depend on
         device = self.device or backend.default_device()
         self.device = device
         if self.cfg is None:
@@ -142,13 +144,71 @@ class TrainConfig:
             self.diversity.weight = 4.0 if floor else 0.0
         if self.diversity.until_kimg is None:       # only while collapse threatens ("Ending the floor ...")
             self.diversity.until_kimg = 40.0 if floor else 0.0
-        self.diversity.validate()
-        if not (self.lr_G > 0 and self.lr_D > 0):
-            raise ValueError(f"--lr: learning rates must be > 0, got G {self.lr_G:g} and D {self.lr_D:g}")
-        if self.batch < 2 or self.batch % min(4, self.batch):
+        return self.validate()
+
+    def validate(self):
+        """Check every option's type and range before any work is done; the messages name the
+        command line's flags (train_oasis.py), or the field where there is none."""
+        _check_rules(self, _RULES)
+        if self.cfg not in CONFIGS:
+            raise ValueError(f"unknown --cfg {self.cfg!r}; choose one of {', '.join(CONFIGS)}")
+        if self.cfg == "bench64" and self.res != 64:
+            raise ValueError(f"--cfg bench64 is the speed yardstick at --res 64 only, got --res {self.res}")
+        for field, flag, choices in (("aug", "--aug", ("ada", "noaug")), ("ada_pivot", "--aug-pivot", ("mean", "black")),
+                                     ("device", "--device", ("cpu", "cuda"))):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{flag} {getattr(self, field)!r}: choose one of {', '.join(choices)}")
+        if not all(_is_number(lr) and math.isfinite(lr) and lr > 0 for lr in (self.lr_G, self.lr_D)):
+            raise ValueError(f"--lr: learning rates must be > 0, got G {_shown(self.lr_G)} and D {_shown(self.lr_D)}")
+        if self.batch % min(4, self.batch):
             raise ValueError(f"--batch {self.batch}: use an even batch that is a multiple of 4 (or 2), "
                              "the discriminator's minibatch-stddev group")
+        self.diversity.validate()
         return self
+
+
+# (field, flag, type, test, rule) for TrainConfig.validate; NaN and infinity fail every rule
+_RULES = (
+    ("res", "--res", int, lambda v: 4 <= v <= 1024 and not v & (v - 1), "a power of two from 4 to 1024"),
+    ("kimg", "--kimg", float, lambda v: v > 0, "> 0 (thousands of real images shown to D)"),
+    ("minutes", "--minutes", float, lambda v: v >= 0, ">= 0 (0: no time budget)"),
+    ("batch", "--batch", int, lambda v: v >= 2, ">= 2"),
+    ("seed", "--seed", int, lambda v: v >= 0, ">= 0"),
+    ("gamma", "--gamma", float, lambda v: v >= 0, ">= 0 (0: no R1 penalty)"),
+    ("snap_kimg", "--snap", float, lambda v: v > 0, "> 0 kimg"),
+    ("metrics_kimg", "--metrics", float, lambda v: v >= 0, ">= 0 kimg (0: no metrics during training)"),
+    ("crop_border", "crop_border", int, lambda v: v >= 0, ">= 0 pixels"),
+    ("r1_interval", "r1_interval", int, lambda v: v >= 1, ">= 1"),
+    ("G_reg_interval", "G_reg_interval", int, lambda v: v >= 1, ">= 1"),
+    ("style_mixing_prob", "style_mixing_prob", float, lambda v: 0 <= v <= 1, "from 0 to 1"),
+    ("pl_weight", "pl_weight", float, lambda v: v >= 0, ">= 0 (0: off)"),
+    ("ada_target", "ada_target", float, lambda v: 0 < v < 1, "between 0 and 1"),
+    ("ada_kimg", "ada_kimg", float, lambda v: v > 0, "> 0 kimg"),
+    ("ema_kimg", "ema_kimg", float, lambda v: v >= 0, ">= 0 kimg (0: G_ema follows G)"),
+    ("ema_rampup", "ema_rampup", float, lambda v: v >= 0, ">= 0 (or None: no ramp-up)"),
+    ("num_fixed_seeds", "num_fixed_seeds", int, lambda v: v >= 1, ">= 1"),
+    ("parts", "parts", int, lambda v: v >= 1, ">= 1 (or None: one per core)"),
+)
+_OPTIONAL = ("ema_rampup", "parts")    # None is a setting of its own
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _shown(value):
+    return f"{value:g}" if _is_number(value) else repr(value)
+
+
+def _check_rules(config, rules):
+    for field, flag, kind, ok, rule in rules:
+        value = getattr(config, field)
+        if value is None and field in _OPTIONAL:
+            continue
+        if not (isinstance(value, numbers.Integral) if kind is int else _is_number(value)) or isinstance(value, bool):
+            raise ValueError(f"{flag} {value!r}: must be a {'whole ' if kind is int else ''}number {rule}")
+        if not ((kind is int or math.isfinite(value)) and ok(value)):
+            raise ValueError(f"{flag} {_shown(value)}: must be {rule}")
 
 
 # ---- the per-phase step ------------------------------------------------------------------------
@@ -276,6 +336,12 @@ class Run:
             config.parts = default_parts(config.batch, self.D, config.device)
         if config.parts < 1 or config.batch % config.parts:
             raise ValueError(f"parts {config.parts}: the batch ({config.batch}) must divide into that many parts")
+        group = min(self.D.epilogue.mbstd_group_size or config.batch, config.batch)
+        if len(dataset) < group:
+            raise DataError(f"the data holds {len(dataset)} image{'s' * (len(dataset) != 1)}, fewer than one "
+                            f"minibatch-stddev group of the discriminator ({group} images with --cfg {config.cfg} "
+                            f"at --batch {config.batch}): datasets need at least as many images as one "
+                            "minibatch-stddev group. Add images to --data")
         if config.device != "cpu":
             for module in (self.G, self.D, self.G_ema):
                 module.to(config.device)
@@ -388,7 +454,8 @@ RESUME_OVERRIDES = ("kimg", "minutes", "device")     # what a resumed run takes 
 
 def open_run(config, resume=None, log=print):
     """A Run: new from `config` (preset here), or continued from `resume` (a run folder or a
-    checkpoint), taking only RESUME_OVERRIDES from `config`; its folder created, its data loaded."""
+    checkpoint), taking only RESUME_OVERRIDES from `config`; its folder created, its data loaded.
+    Options are checked before anything else."""
     checkpoint = None
     if resume:
         run_dir, path = _resolve_resume(resume)
@@ -397,7 +464,7 @@ def open_run(config, resume=None, log=print):
         for key in RESUME_OVERRIDES:
             if getattr(config, key) is not None:
                 setattr(saved, key, getattr(config, key))
-        config, checkpoint = saved, (arrays, meta, path)
+        config, checkpoint = saved.validate(), (arrays, meta, path)
         config.out = run_dir
         log(f"resuming {path} at {meta['cur_nimg'] / 1000:.3f} kimg, continuing to {config.kimg} kimg")
     else:

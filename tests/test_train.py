@@ -299,9 +299,11 @@ def test_cli_train_sample_evaluate(tmp_path, image_folder):
     (["--res", "256"], "larger"),
     (["--resume", "NOT_A_RUN.npz"], "does not exist"),
     (["--resume", "NOT_A_RUN.npz", "--lr", "0.001", "--seed", "0"], "--lr, --seed would be ignored"),
+    (["--kimg", "-1"], "--kimg -1: must be > 0"),
+    (["--res", "0"], "--res 0: must be a power of two from 4 to 1024"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, message):
-    result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), *args, "--kimg", "0.004", cwd=tmp_path)
+    result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), "--kimg", "0.004", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and f"error:" in result.stderr and message in result.stderr
 
@@ -325,3 +327,48 @@ def test_generate_clips_to_the_data_range_as_the_pictures_do():
     clipped = loud.generate(seeds=range(3))
     assert np.abs(raw).max() > 1 and clipped.min() >= -1 and clipped.max() <= 1
     np.testing.assert_allclose(clipped, np.clip(raw, -1, 1), atol=1e-5)
+
+
+# ---- fail safe: options, messages, signals, crash leftovers, disk, progress ----------------------
+
+@pytest.mark.parametrize("options, message", [
+    (dict(kimg=-1), "--kimg -1: must be > 0"),
+    (dict(kimg=float("nan")), "--kimg nan: must be > 0"),
+    (dict(gamma=-1.0), "--gamma -1: must be >= 0"),
+    (dict(res=0), "--res 0: must be a power of two from 4 to 1024"),
+    (dict(res=48), "--res 48: must be a power of two"),
+    (dict(res=2048), "--res 2048: must be a power of two from 4 to 1024"),
+    (dict(batch=6), "--batch 6: use an even batch that is a multiple of 4"),
+    (dict(batch=2.5), "--batch 2.5: must be a whole number"),
+    (dict(batch=0), "--batch 0: must be >= 2"),
+    (dict(minutes=-1.0), "--minutes -1: must be >= 0"),
+    (dict(minutes=float("inf")), "--minutes inf: must be >= 0"),
+    (dict(lr_G=-0.1, lr_D=-0.1), "--lr: learning rates must be > 0"),
+    (dict(snap_kimg=0.0), "--snap 0: must be > 0"),
+    (dict(metrics_kimg=-2.0), "--metrics -2: must be >= 0"),
+    (dict(seed=-1), "--seed -1: must be >= 0"),
+    (dict(kimg="10"), "--kimg '10': must be a number"),
+    (dict(diversity=DiversityConfig(until_kimg=-1.0)), "--diversity-until -1: must be >= 0"),
+    (dict(diversity=DiversityConfig(gate_kimg=-1.0)), "--diversity-gate -1: must be >= 0"),
+    (dict(aug="more"), "--aug 'more': choose one of ada, noaug"),
+    (dict(cfg="bench64"), "--cfg bench64 is the speed yardstick at --res 64 only"),
+    (dict(ema_kimg=-1.0), "ema_kimg -1: must be >= 0"),
+])
+def test_options_are_checked_before_any_work(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        train(tiny_config(tmp_path / "run", **options), log_to_stdout=False)
+    assert not (tmp_path / "run").exists()            # nothing was made
+
+
+def test_data_needs_one_minibatch_stddev_group(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.full((16, 16), 99, np.uint8)).save(str(folder / "only.png"))
+    with pytest.raises(train_module.DataError, match="holds 1 image, fewer than one minibatch-stddev group .*"
+                       r"\(2 images with --cfg tiny at --batch 4\): datasets need at least as many images as one "
+                       "minibatch-stddev group"):
+        train(tiny_config(tmp_path / "run", data=str(folder)), log_to_stdout=False)
+    # two images make one group of the tiny D: that trains
+    Image.fromarray(np.full((16, 16), 9, np.uint8)).save(str(folder / "second.png"))
+    train(tiny_config(tmp_path / "run2", data=str(folder), kimg=0.008), log_to_stdout=False)
+
