@@ -25,7 +25,9 @@ def _parser():
     p.add_argument("--batch", type=int, help="minibatch size (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue RUN to --kimg: its folder (from its newest checkpoint that loads) or a checkpoint; "
+                        "takes --kimg, --minutes and --device")
     p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
                                             "networks, 0.0025 as StyleGAN2 otherwise)")
@@ -45,9 +47,10 @@ def _parser():
     p.add_argument("--aug-pivot", choices=["mean", "black"], default="mean",
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
                         "keeps the MRI background at -1 (weaker: D overfitted with it in the cpu run)")
-    p.add_argument("--cfg", choices=["auto", "bench64", "cpu"],
+    p.add_argument("--cfg", choices=["auto", "bench64", "cpu", "tiny"],
                    help="network config: auto (StyleGAN2-ADA's widths), bench64 (the speed yardstick), cpu "
-                        "(narrow, for a CPU hour); default: cpu on a CPU, auto with a GPU")
+                        "(narrow, for a CPU hour), tiny (a few channels, for tests); default: cpu on a CPU, "
+                        "auto with a GPU")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")

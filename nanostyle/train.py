@@ -18,12 +18,14 @@ and log.txt. Every random draw comes from generators saved in the checkpoint, an
 their own fixed seeds, so an interrupted-and-resumed run equals an uninterrupted one.
 """
 import dataclasses
+import fnmatch
 import functools
 import glob
 import json
 import math
 import numbers
 import os
+import re
 import sys
 import time
 
@@ -32,7 +34,7 @@ import numpy as np
 from . import backend, blas, parallel
 from .augment import AdaController, AugmentPipe
 from .autograd import Tensor, grad
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, temporary_files
 from .data import DataError, load_default_dataset, load_image_folder, to_float
 from .diversity import DiversityConfig, DiversityFloor
 from .losses import StyleGAN2Loss
@@ -440,13 +442,79 @@ class _Log:
             self.file.close()
 
 
-def _resolve_resume(path):
-    if os.path.isdir(path):
-        latest = os.path.join(path, "latest.npz")
-        if not os.path.exists(latest):
-            raise CheckpointError(f"run folder {path!r} has no latest.npz to resume from")
-        return os.path.abspath(path), latest
-    return os.path.dirname(os.path.abspath(path)), path
+CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+\.\d+)\.npz$")    # ckpt-<kimg>.npz, as _snapshot names them
+
+
+def _nimg(meta):
+    value = meta.get("cur_nimg")
+    return value if isinstance(value, int) else -1
+
+
+def _checkpoints(folder):
+    """The checkpoints of a run folder, newest first by the cur_nimg their metadata holds (latest.npz
+    first among equals): ([(path, meta)], [(path, CheckpointError)] of those that do not read)."""
+    names = sorted(name for name in os.listdir(folder) if CHECKPOINT_NAME.match(name))
+    readable, unreadable = [], []
+    for name in ["latest.npz"] * os.path.isfile(os.path.join(folder, "latest.npz")) + names:
+        path = os.path.join(folder, name)
+        try:
+            readable.append((path, read_meta(path)))
+        except CheckpointError as error:
+            unreadable.append((path, error))
+    readable.sort(key=lambda item: -_nimg(item[1]))            # stable: latest.npz first among equals
+    return readable, unreadable
+
+
+def _checkpoint_to_resume(resume, log):
+    """(run folder, path, arrays, meta): `resume` itself when it is a file, or the newest checkpoint
+    of the run folder `resume` that loads (latest.npz, or a newer ckpt-*.npz where a run was killed
+    between the two writes), saying which and why."""
+    if not os.path.isdir(resume):
+        arrays, meta = load_checkpoint(resume)
+        folder = os.path.dirname(os.path.abspath(resume))
+        newer = [(path, m) for path, m in _checkpoints(folder)[0] if _nimg(m) > _nimg(meta)]
+        if newer:
+            raise CheckpointError(
+                f"{resume!r} is at {_nimg(meta) / 1000:.3f} kimg, but its folder holds a newer checkpoint, "
+                f"{newer[0][0]} ({_nimg(newer[0][1]) / 1000:.3f} kimg): continuing here would mix two histories "
+                f"in one run folder. Continue the newest with --resume {folder}, or copy {resume} into a new "
+                "folder and resume from the copy")
+        return folder, resume, arrays, meta
+    folder = os.path.abspath(resume)
+    readable, unreadable = _checkpoints(folder)
+    for path, _ in readable:
+        try:
+            arrays, meta = load_checkpoint(path)
+        except CheckpointError as error:
+            unreadable.append((path, error))
+            continue
+        for _, error in unreadable:
+            log(f"skipped: {error}")
+        if os.path.basename(path) != "latest.npz":
+            latest = [m for p, m in readable if os.path.basename(p) == "latest.npz"]
+            log(f"resuming from {os.path.basename(path)}, the newest checkpoint in {folder} that loads"
+                + (f" (latest.npz holds {_nimg(latest[0]) / 1000:.3f} kimg: the run was stopped between writing "
+                   "the two)" if latest and _nimg(latest[0]) < _nimg(meta) else ""))
+        return folder, path, arrays, meta
+    if not unreadable:
+        raise CheckpointError(f"run folder {resume!r} has no checkpoint to resume from (no latest.npz or "
+                              "ckpt-*.npz)")
+    raise CheckpointError(f"no checkpoint in {resume!r} loads: " + "; ".join(str(e) for _, e in unreadable))
+
+
+# the run's files that checkpoint.write_atomic writes (so a killed write may leave a temporary of)
+_ATOMIC_ARTEFACTS = ("latest.npz", "ckpt-*.npz", "fakes-*.png", "loss.png", "metrics.png", "training.gif")
+
+
+def _remove_temporaries(folder, log):
+    """Remove the temporary files a write killed in this run folder left (write_atomic's own)."""
+    stale = [path for path, target in temporary_files(folder)
+             if any(fnmatch.fnmatchcase(target, pattern) for pattern in _ATOMIC_ARTEFACTS)]
+    for path in stale:
+        os.remove(path)
+    if stale:
+        log(f"removed {len(stale)} temporary file{'s' * (len(stale) > 1)} left by a write that was killed: "
+            + ", ".join(os.path.basename(path) for path in stale))
 
 
 RESUME_OVERRIDES = ("kimg", "minutes", "device")     # what a resumed run takes from the caller
@@ -454,24 +522,37 @@ RESUME_OVERRIDES = ("kimg", "minutes", "device")     # what a resumed run takes 
 
 def open_run(config, resume=None, log=print):
     """A Run: new from `config` (preset here), or continued from `resume` (a run folder or a
-    checkpoint), taking only RESUME_OVERRIDES from `config`; its folder created, its data loaded.
-    Options are checked before anything else."""
+    checkpoint), taking only RESUME_OVERRIDES from `config`; its folder created (and cleared of
+    temporaries a killed write left), its data loaded. Options are checked before anything else."""
     checkpoint = None
     if resume:
-        run_dir, path = _resolve_resume(resume)
-        arrays, meta = load_checkpoint(path)
-        saved = TrainConfig.from_dict(meta["config"])
+        run_dir, path, arrays, meta = _checkpoint_to_resume(resume, log)
+        try:
+            saved = TrainConfig.from_dict(meta["config"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"{path!r} holds no usable run config ({type(error).__name__}: {error}); "
+                                  "resume from a checkpoint written by nanostyle's training") from None
         for key in RESUME_OVERRIDES:
             if getattr(config, key) is not None:
                 setattr(saved, key, getattr(config, key))
         config, checkpoint = saved.validate(), (arrays, meta, path)
         config.out = run_dir
+        if _nimg(meta) >= round(config.kimg * 1000):
+            raise ValueError(f"--kimg {config.kimg:g}: the run is already at {_nimg(meta) / 1000:.3f} kimg; "
+                             "pass a larger --kimg to continue it")
         log(f"resuming {path} at {meta['cur_nimg'] / 1000:.3f} kimg, continuing to {config.kimg} kimg")
     else:
         config.preset(log)
         if config.out is None:
             config.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-res{config.res}")
+        if os.path.isdir(config.out):
+            readable, unreadable = _checkpoints(config.out)
+            if readable or unreadable:
+                raise ValueError(f"--out {config.out!r} already holds a run's checkpoints "
+                                 f"({(readable or unreadable)[0][0]}); continue it with --resume {config.out}, "
+                                 "or pick another --out")
         os.makedirs(config.out, exist_ok=True)
+    _remove_temporaries(config.out, log)
     return Run(config, load_dataset(config, log), checkpoint)
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -360,6 +361,14 @@ def test_options_are_checked_before_any_work(tmp_path, options, message):
     assert not (tmp_path / "run").exists()            # nothing was made
 
 
+def test_options_are_checked_on_resume_too(tmp_path):
+    run = train(tiny_config(tmp_path / "run", kimg=0.016), log_to_stdout=False)
+    for options, message in ((dict(kimg=-1.0), "--kimg -1"), (dict(kimg=0.016), "already at 0.016 kimg")):
+        with pytest.raises(ValueError, match=message):
+            train(TrainConfig(**options), resume=run, log_to_stdout=False)
+    assert load_checkpoint(os.path.join(run, "latest.npz"))[1]["cur_nimg"] == 16
+
+
 def test_data_needs_one_minibatch_stddev_group(tmp_path):
     folder = tmp_path / "one"
     folder.mkdir()
@@ -372,3 +381,76 @@ def test_data_needs_one_minibatch_stddev_group(tmp_path):
     Image.fromarray(np.full((16, 16), 9, np.uint8)).save(str(folder / "second.png"))
     train(tiny_config(tmp_path / "run2", data=str(folder), kimg=0.008), log_to_stdout=False)
 
+
+def test_resume_picks_the_newest_checkpoint_that_loads(tmp_path):
+    run = train(tiny_config(tmp_path / "r", snap_kimg=0.016), log_to_stdout=False)      # ckpt 16, 32
+    folder = os.path.abspath(run)
+    # a kill between the two writes: ckpt-0000.032 written, latest.npz still the older snapshot
+    shutil.copy(os.path.join(run, "ckpt-0000.016.npz"), os.path.join(run, "latest.npz"))
+    # ...and a newer snapshot that does not load
+    with open(os.path.join(run, "ckpt-0000.048.npz"), "wb") as handle:
+        handle.write(open(os.path.join(run, "ckpt-0000.032.npz"), "rb").read()[:5000])
+    lines = []
+    result = train_module.open_run(TrainConfig(kimg=0.064), resume=run, log=lines.append)
+    assert result.cur_nimg == 32
+    assert any(line.startswith("skipped: ") and "ckpt-0000.048.npz" in line and "truncated or corrupt" in line
+               for line in lines)
+    assert f"resuming from ckpt-0000.032.npz, the newest checkpoint in {folder} that loads (latest.npz holds " \
+           "0.016 kimg: the run was stopped between writing the two)" in lines
+    os.remove(os.path.join(run, "ckpt-0000.048.npz"))
+    # an explicit older checkpoint would mix two histories in the folder: refused, with the way out
+    with pytest.raises(train_module.CheckpointError, match="its folder holds a newer checkpoint, .*ckpt-0000.032.npz"):
+        train(TrainConfig(kimg=0.064), resume=os.path.join(run, "latest.npz"), log_to_stdout=False)
+    # a new run into a folder that holds a run: refused
+    with pytest.raises(ValueError, match="already holds a run's checkpoints"):
+        train(tiny_config(run), log_to_stdout=False)
+
+
+def _start_training(tmp_path, out, *args):
+    """examples/train_oasis.py on the tiny networks in a process of its own, long enough to be
+    stopped; its stdout and stderr go to files in tmp_path."""
+    command = [sys.executable, os.path.join(ROOT, "examples", "train_oasis.py"), "--res", "16", "--cfg", "tiny",
+               "--kimg", "100", "--metrics", "0", "--device", "cpu", "--out", str(out), *args]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=open(tmp_path / "stdout.txt", "w"),
+                            stderr=open(tmp_path / "stderr.txt", "w"))
+
+
+def _wait_for(condition, process, timeout=30):
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, "training ended before it could be stopped"
+        assert time.time() < deadline, "training did not get there in time"
+        time.sleep(0.05)
+
+
+def _training_started(out):
+    return lambda: os.path.exists(out / "log.txt") and "plan:" in open(out / "log.txt").read()
+
+
+def _leftovers(out):
+    return [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
+def test_sigkill_leftovers_are_removed_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    process = _start_training(tmp_path, out, "--snap", "0.008")
+    _wait_for(lambda: os.path.exists(out / "latest.npz"), process)
+    process.kill()
+    process.wait(timeout=30)
+    # a process killed mid-write by SIGKILL: its temporary stays (write_atomic could not remove it)
+    writer = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom nanostyle.checkpoint import write_atomic\n"
+                               "write_atomic(sys.argv[1], lambda handle: (handle.write(b'x' * 4096), handle.flush(), "
+                               "time.sleep(60)))", str(out / "latest.npz")], env=dict(os.environ, PYTHONPATH=ROOT))
+    _wait_for(lambda: any(name.startswith("latest.npz.") for name in _leftovers(out)), writer)
+    writer.kill()
+    writer.wait(timeout=30)
+    (out / "notes.tmp").write_text("the user's own")
+    stale = [name for name in _leftovers(out) if name != "notes.tmp"]
+    arrays, meta = load_checkpoint(str(out / "latest.npz"))               # the kill broke nothing
+    result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), "--resume", str(out), "--kimg",
+                  str((meta["cur_nimg"] + 8) / 1000), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "left by a write that was killed: " + ", ".join(stale) in result.stdout
+    assert _leftovers(out) == ["notes.tmp"]
+    assert load_checkpoint(str(out / "latest.npz"))[1]["cur_nimg"] == meta["cur_nimg"] + 8
