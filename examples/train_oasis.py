@@ -27,7 +27,7 @@ def _parser():
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN to --kimg: its folder (from its newest checkpoint that loads) or a checkpoint; "
-                        "takes --kimg, --minutes and --device")
+                        "takes --kimg, --minutes, --device, and --lr and --gamma (say, after a divergence)")
     p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
                                             "networks, 0.0025 as StyleGAN2 otherwise)")
@@ -62,7 +62,8 @@ def parse_args(argv=None):
     return _parser().parse_args(argv)
 
 
-RESUME_OPTIONS = {"resume", *RESUME_OVERRIDES}   # what a resumed run takes; the rest is in its checkpoint
+# what a resumed run takes (the rest is in its checkpoint): RESUME_OVERRIDES by their flags' names
+RESUME_OPTIONS = {"resume", *(("lr" if key in ("lr_G", "lr_D") else key) for key in RESUME_OVERRIDES)}
 
 
 def given_options(argv=None):
@@ -83,10 +84,12 @@ def main(argv=None):
         if ignored:
             flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
             them = "it" if len(ignored) == 1 else "them"
+            taken = ", ".join("--" + dest for dest in sorted(RESUME_OPTIONS - {"resume"}))
             raise ValueError(f"--resume continues a run with the settings in its checkpoint, so {flags} would be "
-                             f"ignored; drop {them} (a resumed run takes only --kimg, --minutes and --device), "
+                             f"ignored; drop {them} (a resumed run takes only {taken}), "
                              f"or start a new run without --resume to use {them}")
-        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device), resume=args.resume)
+        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device,
+                          lr_G=args.lr, lr_D=args.lr, gamma=args.gamma), resume=args.resume)
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,

@@ -517,7 +517,8 @@ def _remove_temporaries(folder, log):
             + ", ".join(os.path.basename(path) for path in stale))
 
 
-RESUME_OVERRIDES = ("kimg", "minutes", "device")     # what a resumed run takes from the caller
+RESUME_OVERRIDES = ("kimg", "minutes", "device", "lr_G", "lr_D", "gamma")   # what a resumed run takes
+                                                                            # from the caller
 
 
 def open_run(config, resume=None, log=print):
@@ -532,8 +533,11 @@ def open_run(config, resume=None, log=print):
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CheckpointError(f"{path!r} holds no usable run config ({type(error).__name__}: {error}); "
                                   "resume from a checkpoint written by nanostyle's training") from None
+        changed = []
         for key in RESUME_OVERRIDES:
             if getattr(config, key) is not None:
+                if key in ("lr_G", "lr_D", "gamma") and getattr(config, key) != getattr(saved, key):
+                    changed.append(f"{key} {getattr(saved, key):g} -> {getattr(config, key):g}")
                 setattr(saved, key, getattr(config, key))
         config, checkpoint = saved.validate(), (arrays, meta, path)
         config.out = run_dir
@@ -541,6 +545,8 @@ def open_run(config, resume=None, log=print):
             raise ValueError(f"--kimg {config.kimg:g}: the run is already at {_nimg(meta) / 1000:.3f} kimg; "
                              "pass a larger --kimg to continue it")
         log(f"resuming {path} at {meta['cur_nimg'] / 1000:.3f} kimg, continuing to {config.kimg} kimg")
+        if changed:
+            log("resume changes the checkpoint's settings: " + ", ".join(changed))
     else:
         config.preset(log)
         if config.out is None:
@@ -613,10 +619,7 @@ def _loop(run, log):
             try:
                 stats, notes = _training_iteration(run)
             except NonFiniteLoss as error:
-                raise TrainingDiverged(
-                    f"{error} at {run.cur_nimg / 1000:.3f} kimg (iteration {run.iteration}); training stopped "
-                    f"and latest.npz in {run.dir} still holds the last good snapshot. Resume from it with a "
-                    "lower learning rate or a larger --gamma") from None
+                raise _diverged(run, str(error)) from None
             run.cur_nimg += config.batch
             run.iteration += 1
             elapsed = time.time() - start_time
@@ -706,6 +709,22 @@ def _training_iteration(run):
 
 # ---- snapshots ---------------------------------------------------------------------------------
 
+def _diverged(run, problem):
+    """TrainingDiverged saying where, which checkpoint is left (its folder's newest: every
+    snapshot's weights were checked finite) and advice that works."""
+    lower = f"--lr {min(run.config.lr_G, run.config.lr_D) / 2:g}"
+    newest = _checkpoints(run.dir)[0]
+    if newest:
+        path, meta = newest[0]
+        left = (f"the newest checkpoint, {path} ({_nimg(meta) / 1000:.3f} kimg), is from before it. Continue from "
+                f"it with a lower learning rate: --resume {run.dir} {lower} (or a larger --gamma)")
+    else:
+        left = (f"no checkpoint was written before it (the first snapshot comes at {run.config.snap_kimg:g} kimg), "
+                f"so start the run again with a lower learning rate: {lower} (or a larger --gamma)")
+    return TrainingDiverged(f"{problem} at {run.cur_nimg / 1000:.3f} kimg (iteration {run.iteration}); training "
+                            f"stopped: {left}")
+
+
 def _all_finite(module):
     return all(bool(np.isfinite(backend.to_numpy(p.data)).all()) for p in module.parameters())
 
@@ -716,7 +735,7 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
     tag = f"{kimg:08.3f}"  # fixed width, so file names sort in training order
     viz.save_image_grid(run.G_ema.generate(z=fixed_z), os.path.join(run.dir, f"fakes-{tag}.png"))
     if not (_all_finite(run.G) and _all_finite(run.D)):
-        raise TrainingDiverged(f"non-finite weights at {kimg:.3f} kimg; latest.npz was not overwritten")
+        raise _diverged(run, "the weights became non-finite")
     record = dict(kimg=kimg, **{k: v for k, v in run.records[-1].items() if k != "kimg"}) if run.records else {"kimg": kimg}
     if with_metrics:
         record.update(_quick_metrics(run.G_ema, run.dataset.images))

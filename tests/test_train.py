@@ -230,20 +230,6 @@ def test_resume_builds_the_networks_the_checkpoint_holds(tmp_path, monkeypatch):
     assert meta["network"]["G"]["use_noise"] is False and not any("noise" in k for k in arrays)
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    run = train(tiny_config(tmp_path / "r"), log_to_stdout=False)
-    good = open(os.path.join(run, "latest.npz"), "rb").read()
-    original = train_module.StyleGAN2Loss.discriminator_loss
-
-    def poisoned(self, real, z, rng):
-        loss, stats = original(self, real, z, rng)
-        return loss * float("nan"), stats
-    monkeypatch.setattr(train_module.StyleGAN2Loss, "discriminator_loss", poisoned)
-    with pytest.raises(TrainingDiverged, match="discriminator loss became nan"):
-        train(TrainConfig(kimg=0.064), resume=run, log_to_stdout=False)
-    assert open(os.path.join(run, "latest.npz"), "rb").read() == good
-
-
 def _cli(*args, cwd):
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -299,7 +285,7 @@ def test_cli_train_sample_evaluate(tmp_path, image_folder):
     (["--res", "48"], "power of two"),
     (["--res", "256"], "larger"),
     (["--resume", "NOT_A_RUN.npz"], "does not exist"),
-    (["--resume", "NOT_A_RUN.npz", "--lr", "0.001", "--seed", "0"], "--lr, --seed would be ignored"),
+    (["--resume", "NOT_A_RUN.npz", "--lr", "0.001", "--batch", "8", "--seed", "0"], "--batch, --seed would be ignored"),
     (["--kimg", "-1"], "--kimg -1: must be > 0"),
     (["--res", "0"], "--res 0: must be a power of two from 4 to 1024"),
 ])
@@ -363,7 +349,8 @@ def test_options_are_checked_before_any_work(tmp_path, options, message):
 
 def test_options_are_checked_on_resume_too(tmp_path):
     run = train(tiny_config(tmp_path / "run", kimg=0.016), log_to_stdout=False)
-    for options, message in ((dict(kimg=-1.0), "--kimg -1"), (dict(kimg=0.016), "already at 0.016 kimg")):
+    for options, message in ((dict(kimg=-1.0), "--kimg -1"), (dict(kimg=0.016), "already at 0.016 kimg"),
+                             (dict(kimg=1.0, lr_G=0.0, lr_D=0.0), "--lr"), (dict(kimg=1.0, gamma=-1.0), "--gamma -1")):
         with pytest.raises(ValueError, match=message):
             train(TrainConfig(**options), resume=run, log_to_stdout=False)
     assert load_checkpoint(os.path.join(run, "latest.npz"))[1]["cur_nimg"] == 16
@@ -380,6 +367,49 @@ def test_data_needs_one_minibatch_stddev_group(tmp_path):
     # two images make one group of the tiny D: that trains
     Image.fromarray(np.full((16, 16), 9, np.uint8)).save(str(folder / "second.png"))
     train(tiny_config(tmp_path / "run2", data=str(folder), kimg=0.008), log_to_stdout=False)
+
+
+def _poison_discriminator(monkeypatch):
+    original = train_module.StyleGAN2Loss.discriminator_loss
+
+    def poisoned(self, real, z, rng):
+        loss, stats = original(self, real, z, rng)
+        return loss * float("nan"), stats
+    monkeypatch.setattr(train_module.StyleGAN2Loss, "discriminator_loss", poisoned)
+    return original
+
+
+def test_divergence_before_any_checkpoint_says_there_is_none(tmp_path, monkeypatch):
+    _poison_discriminator(monkeypatch)
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny_config(tmp_path / "run"), log_to_stdout=False)
+    message = str(info.value)
+    assert "discriminator loss became nan at 0.000 kimg (iteration 0)" in message
+    assert "no checkpoint was written before it" in message and "start the run again" in message
+    assert "--lr 0.00125" in message and "latest.npz" not in message and "--resume" not in message
+    assert not any(name.endswith(".npz") for name in os.listdir(tmp_path / "run"))
+
+
+def test_divergence_names_the_checkpoint_and_its_advice_works(tmp_path, monkeypatch):
+    run = train(tiny_config(tmp_path / "r"), log_to_stdout=False)
+    good = open(os.path.join(run, "latest.npz"), "rb").read()
+    original = _poison_discriminator(monkeypatch)
+    with pytest.raises(TrainingDiverged) as info:
+        train(TrainConfig(kimg=0.064), resume=run, log_to_stdout=False)
+    message = str(info.value)
+    assert message.startswith("the discriminator loss became nan at 0.032 kimg (iteration 8); training stopped")
+    latest = os.path.join(os.path.abspath(run), "latest.npz")
+    assert f"the newest checkpoint, {latest} (0.032 kimg), is from before it" in message
+    assert f"--resume {os.path.abspath(run)} --lr 0.00125" in message
+    assert open(os.path.join(run, "latest.npz"), "rb").read() == good
+    # the advice as given: resume with the lower --lr (and a --gamma), which the run then uses and logs
+    monkeypatch.setattr(train_module.StyleGAN2Loss, "discriminator_loss", original)
+    train(TrainConfig(kimg=0.048, lr_G=0.00125, lr_D=0.00125, gamma=0.5), resume=run, log_to_stdout=False)
+    arrays, meta = load_checkpoint(os.path.join(run, "latest.npz"))
+    assert meta["cur_nimg"] == 48
+    assert (meta["config"]["lr_G"], meta["config"]["lr_D"], meta["config"]["gamma"]) == (0.00125, 0.00125, 0.5)
+    assert "resume changes the checkpoint's settings: lr_G 0.0025 -> 0.00125, lr_D 0.0025 -> 0.00125, " \
+           "gamma 0.1 -> 0.5" in open(os.path.join(run, "log.txt")).read()
 
 
 def test_resume_picks_the_newest_checkpoint_that_loads(tmp_path):
