@@ -4,6 +4,9 @@
     python examples/train_oasis.py --data keras_png_slices_train --res 64 --kimg 200
     python examples/train_oasis.py --resume runs/RUN --kimg 400   # continue a run exactly
 
+Ctrl-C (SIGINT) or `kill` (SIGTERM) stops a run at the end of the current iteration, with a final
+snapshot, and prints the --resume line that continues it.
+
 With no options on a CPU it picks the narrow 'cpu' networks and a length that gives visible
 brains in about an hour, and prints what it chose.
 """

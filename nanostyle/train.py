@@ -26,6 +26,7 @@ import math
 import numbers
 import os
 import re
+import signal
 import sys
 import time
 
@@ -46,6 +47,20 @@ from . import viz
 
 class TrainingDiverged(RuntimeError):
     """A loss or the weights became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training (train() and _StopSignals say how); the message says
+    which checkpoint is left. A KeyboardInterrupt, so code that catches Ctrl-C catches it too;
+    `exit_code` is the shell's for the signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message="", signum=signal.SIGINT, abrupt=False, in_loop=False, wrote=False, age_s=None):
+        super().__init__(message)
+        self.signum, self.abrupt, self.in_loop, self.wrote, self.age_s = signum, abrupt, in_loop, wrote, age_s
+
+    @property
+    def exit_code(self):
+        return 128 + int(self.signum)
 
 
 @dataclasses.dataclass
@@ -577,27 +592,99 @@ def plan(run):
 
 def train(config=None, resume=None, log_to_stdout=True, **overrides):
     """Train a new run from `config` (a TrainConfig; keyword `overrides` set its fields), or
-    continue the run `resume` (its folder or a checkpoint). Returns the run folder."""
+    continue the run `resume` (its folder or a checkpoint). Returns the run folder.
+
+    SIGINT (Ctrl-C) and SIGTERM (what `kill` and job schedulers send) stop it at the end of the
+    current iteration, with a final snapshot unless the last one is under FINAL_SNAPSHOT_S of
+    training old, and raise TrainingStopped, whose message names the checkpoint to resume from."""
     config = config or TrainConfig()
     for key, value in overrides.items():
         setattr(config, key, value)
     log = _Log(log_to_stdout)
+    run = None
     try:
-        run = open_run(config, resume, log)
-        log.open(run.dir)
-        log.line("config: " + json.dumps(dataclasses.asdict(run.config), indent=1))
-        log(plan(run))
-        advice = blas.kernel_advice() if run.config.device == "cpu" else None
-        if advice:
-            log(advice)
-        _loop(run, log)
+        with _StopSignals() as stop:
+            try:
+                run = open_run(config, resume, log)
+                log.open(run.dir)
+                log.line("config: " + json.dumps(dataclasses.asdict(run.config), indent=1))
+                log(plan(run))
+                advice = blas.kernel_advice() if run.config.device == "cpu" else None
+                if advice:
+                    log(advice)
+                stop.deferring = True
+                _loop(run, log, stop)
+            except TrainingStopped as stopped:
+                stop.stopping = True            # further signals wait for the message
+                folder = run.dir if run is not None else _folder_of(resume) if resume else config.out
+                stopped.args = (_stop_message(stopped, run, folder),)
+                log.line(str(stopped))
+                raise
     finally:
         log.close()
     return run.dir
 
 
-def _loop(run, log):
-    """Iterations until --kimg or the time budget, with snapshots (and metrics) on the way."""
+FINAL_SNAPSHOT_S = 60.0    # a stopped run writes a final snapshot when its last is older than this
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM handlers for the span of train(). While the loop runs (`deferring`), the
+    first signal is noted and the loop stops at the end of the iteration; before the loop, and on
+    a second signal, TrainingStopped is raised at once: every write is atomic, so whatever it
+    interrupts leaves the files as they were (and at most a temporary that the next start removes)."""
+
+    def __init__(self):
+        self.signum, self.deferring, self.stopping, self.previous = None, False, False, {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:          # not the main thread: signals stay as they are
+                break
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _handle(self, signum, frame):
+        if self.stopping:
+            return
+        if self.deferring and self.signum is None:
+            self.signum = signum
+            return
+        self.stopping = True                    # one abrupt stop; the message is written next
+        raise TrainingStopped(signum=signum, abrupt=True, in_loop=self.deferring)
+
+
+def _folder_of(resume):
+    return resume if os.path.isdir(resume) else os.path.dirname(os.path.abspath(resume))
+
+
+def _stop_message(stopped, run, folder):
+    """What stopped the run, when, what was written, and how to continue: from the files there."""
+    name = signal.Signals(stopped.signum).name
+    if not stopped.in_loop:
+        said = f"stopped by {name} before training began"
+    elif stopped.abrupt:
+        said = f"stopped at once by a second signal ({name}) after {run.cur_nimg / 1000:.3f} kimg"
+    else:
+        said = (f"stopped by {name} at the end of iteration {run.iteration} ({run.cur_nimg / 1000:.3f} kimg): "
+                + ("a final snapshot was written" if stopped.wrote else
+                   f"the last snapshot is {stopped.age_s:.0f} s of training old, so no final one was written"))
+    newest = _checkpoints(folder)[0] if folder and os.path.isdir(folder) else []
+    if not newest:
+        return f"{said}; no checkpoint was written, so there is nothing to resume: start the run again"
+    path, meta = newest[0]
+    return (f"{said}; the newest checkpoint is {path} ({_nimg(meta) / 1000:.3f} kimg). "
+            f"Continue with --resume {folder}")
+
+
+def _loop(run, log, stop=None):
+    """Iterations until --kimg, the time budget or a signal (`stop`, a _StopSignals), with
+    snapshots (and metrics) on the way."""
     config = run.config
     fixed_z = np.random.default_rng(2 ** 31 - 1).standard_normal((config.num_fixed_seeds, run.G.z_dim)).astype(np.float32)
     total_nimg = int(round(config.kimg * 1000))
@@ -607,6 +694,7 @@ def _loop(run, log):
     next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg if metrics_nimg else None
     progress = _progress_bar(total_nimg, run.cur_nimg)
     start_time, start_nimg = time.time(), run.cur_nimg
+    last_snapshot = start_time if run.cur_nimg else None    # a resumed run's checkpoint is its last
     budget_s = (config.minutes or 0) * 60
     reserve_s = 30.0                  # time kept for the final snapshot: the longest metric pass so far
 
@@ -630,6 +718,12 @@ def _loop(run, log):
             progress.update(config.batch, record, (budget_s - elapsed) / 60 if budget_s else None)
             for message in notes:
                 say(message)
+            if stop is not None and stop.signum is not None:
+                age = None if last_snapshot is None else time.time() - last_snapshot
+                if age is None or age > FINAL_SNAPSHOT_S:
+                    _snapshot(run, fixed_z, log, False, progress.write)
+                raise TrainingStopped(signum=stop.signum, in_loop=True, wrote=age is None or age > FINAL_SNAPSHOT_S,
+                                      age_s=age)
             done = run.cur_nimg >= total_nimg
             if budget_s and not done and elapsed + reserve_s >= budget_s:
                 say(f"time budget: {config.minutes:g} minutes reached at {run.cur_nimg / 1000:.3f} kimg "
@@ -639,6 +733,7 @@ def _loop(run, log):
                 snap_start = time.time()
                 with_metrics = bool(metrics_nimg) and (run.cur_nimg >= next_metrics or done)
                 record = _snapshot(run, fixed_z, log, with_metrics, progress.write)
+                last_snapshot = time.time()
                 if with_metrics:
                     progress.diversity = record.get("diversity_ratio", progress.diversity)
                     reserve_s = max(reserve_s, 1.2 * (time.time() - snap_start))

@@ -3,6 +3,7 @@ bit-exact, NaN stops cleanly, bad input gives one clear line and exit code 2."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -460,6 +461,62 @@ def _training_started(out):
 
 def _leftovers(out):
     return [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
+def _named_checkpoint(message):
+    """The checkpoint path a stop message names as the newest, loaded."""
+    path = message.split("the newest checkpoint is ")[1].split(" (")[0]
+    return path, load_checkpoint(path)
+
+
+def test_sigterm_stops_with_a_final_snapshot_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    process = _start_training(tmp_path, out, "--snap", "1000")      # no snapshot before the signal
+    _wait_for(_training_started(out), process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 143
+    err = open(tmp_path / "stderr.txt").read()
+    assert "stopped by SIGTERM at the end of iteration" in err and "a final snapshot was written" in err
+    assert f"Continue with --resume {out}" in err and "Traceback" not in err
+    path, (arrays, meta) = _named_checkpoint(err)
+    assert path == str(out / "latest.npz") and meta["cur_nimg"] >= 4 and _leftovers(out) == []
+    assert "stopped by SIGTERM" in open(out / "log.txt").read()
+    kimg = (meta["cur_nimg"] + 8) / 1000
+    result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), "--resume", str(out), "--kimg", str(kimg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(str(out / "latest.npz"))[1]["cur_nimg"] == meta["cur_nimg"] + 8
+
+
+def test_sigint_after_a_recent_snapshot_keeps_it(tmp_path):
+    out = tmp_path / "run"
+    process = _start_training(tmp_path, out, "--snap", "0.008")
+    _wait_for(lambda: os.path.exists(out / "latest.npz"), process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    err = open(tmp_path / "stderr.txt").read()
+    assert "stopped by SIGINT at the end of iteration" in err and "s of training old, so no final one was written" in err
+    assert f"Continue with --resume {out}" in err and "Traceback" not in err
+    path, (arrays, meta) = _named_checkpoint(err)
+    assert meta["cur_nimg"] >= 8 and _leftovers(out) == []
+
+
+def test_a_second_signal_while_stopping_breaks_nothing(tmp_path):
+    out = tmp_path / "run"
+    process = _start_training(tmp_path, out, "--snap", "1000")
+    _wait_for(_training_started(out), process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)                                                    # in the iteration or the final snapshot
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 143
+    err = open(tmp_path / "stderr.txt").read()
+    assert "Traceback" not in err and _leftovers(out) == []
+    if "nothing to resume" in err:
+        assert not any(name.endswith(".npz") for name in os.listdir(out))
+    else:
+        _named_checkpoint(err)                                         # what it names loads
+        assert f"Continue with --resume {out}" in err
 
 
 def test_sigkill_leftovers_are_removed_and_resume_continues(tmp_path):
