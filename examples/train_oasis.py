@@ -30,7 +30,7 @@ def _parser():
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN to --kimg: its folder (from its newest checkpoint that loads) or a checkpoint; "
-                        "takes --kimg, --minutes, --device, and --lr and --gamma (say, after a divergence)")
+                        "takes --kimg, --minutes, --device, --keep, and --lr and --gamma (say, after a divergence)")
     p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
                                             "networks, 0.0025 as StyleGAN2 otherwise)")
@@ -56,6 +56,9 @@ def _parser():
                         "auto with a GPU")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="keep the newest N ckpt-*.npz snapshots besides latest.npz (default 5; 0 = latest.npz "
+                        "only); the plan line says the disk this takes")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
     return p
@@ -91,12 +94,12 @@ def main(argv=None):
             raise ValueError(f"--resume continues a run with the settings in its checkpoint, so {flags} would be "
                              f"ignored; drop {them} (a resumed run takes only {taken}), "
                              f"or start a new run without --resume to use {them}")
-        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device,
+        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device, keep=args.keep,
                           lr_G=args.lr, lr_D=args.lr, gamma=args.gamma), resume=args.resume)
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
-                         snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
+                         snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device, keep=args.keep,
                          diversity=DiversityConfig(weight=args.diversity, until_kimg=args.diversity_until,
                                                    gate_kimg=args.diversity_gate, space=args.diversity_space),
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)

@@ -90,6 +90,7 @@ class TrainConfig:
     lr_G: float = None               # Adam's learning rates before lazy regularisation's scaling
     lr_D: float = None
     snap_kimg: float = None
+    keep: int = None                 # ckpt-*.npz kept besides latest.npz: the newest this many (KEEP)
     metrics_kimg: float = None       # 0 = no metrics during training
     num_fixed_seeds: int = 32
     mirror: bool = True              # x-flip reals: axial brain slices are near left-right symmetric
@@ -161,6 +162,8 @@ class TrainConfig:
             self.diversity.weight = 4.0 if floor else 0.0
         if self.diversity.until_kimg is None:       # only while collapse threatens ("Ending the floor ...")
             self.diversity.until_kimg = 40.0 if floor else 0.0
+        if self.keep is None:
+            self.keep = KEEP
         return self.validate()
 
     def validate(self):
@@ -184,6 +187,9 @@ class TrainConfig:
         return self
 
 
+KEEP = 5   # default --keep: room to step back a few snapshots past a divergence or a collapse that
+           # the fakes-*.png grids show, with the disk a run uses bounded (the plan line says how much)
+
 # (field, flag, type, test, rule) for TrainConfig.validate; NaN and infinity fail every rule
 _RULES = (
     ("res", "--res", int, lambda v: 4 <= v <= 1024 and not v & (v - 1), "a power of two from 4 to 1024"),
@@ -194,6 +200,7 @@ _RULES = (
     ("gamma", "--gamma", float, lambda v: v >= 0, ">= 0 (0: no R1 penalty)"),
     ("snap_kimg", "--snap", float, lambda v: v > 0, "> 0 kimg"),
     ("metrics_kimg", "--metrics", float, lambda v: v >= 0, ">= 0 kimg (0: no metrics during training)"),
+    ("keep", "--keep", int, lambda v: v >= 0, ">= 0 (0: latest.npz only)"),
     ("crop_border", "crop_border", int, lambda v: v >= 0, ">= 0 pixels"),
     ("r1_interval", "r1_interval", int, lambda v: v >= 1, ">= 1"),
     ("G_reg_interval", "G_reg_interval", int, lambda v: v >= 1, ">= 1"),
@@ -532,8 +539,8 @@ def _remove_temporaries(folder, log):
             + ", ".join(os.path.basename(path) for path in stale))
 
 
-RESUME_OVERRIDES = ("kimg", "minutes", "device", "lr_G", "lr_D", "gamma")   # what a resumed run takes
-                                                                            # from the caller
+RESUME_OVERRIDES = ("kimg", "minutes", "device", "keep", "lr_G", "lr_D", "gamma")   # what a resumed run
+                                                                                     # takes from the caller
 
 
 def open_run(config, resume=None, log=print):
@@ -554,6 +561,8 @@ def open_run(config, resume=None, log=print):
                 if key in ("lr_G", "lr_D", "gamma") and getattr(config, key) != getattr(saved, key):
                     changed.append(f"{key} {getattr(saved, key):g} -> {getattr(config, key):g}")
                 setattr(saved, key, getattr(config, key))
+        if saved.keep is None:                        # a checkpoint from before --keep
+            saved.keep = KEEP
         config, checkpoint = saved.validate(), (arrays, meta, path)
         config.out = run_dir
         if _nimg(meta) >= round(config.kimg * 1000):
@@ -587,7 +596,27 @@ def plan(run):
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (run.floor.describe() + ", " if run.floor else "")
             + f"device {c.device}" + (f" ({c.parts} parts of each batch at once on threads)" if c.parts > 1 else "")
-            + f"; snapshots every {c.snap_kimg} kimg into {run.dir}")
+            + f"; snapshots every {c.snap_kimg} kimg into {run.dir}" + _disk_use(run))
+
+
+def checkpoint_bytes(run):
+    """About the size of one checkpoint of `run`: np.savez stores the arrays uncompressed (weights of
+    G, D and G_ema, both optimisers' moments, the data order), each with its zip and .npy headers,
+    and the metadata, whose loss records grow up to the 2000 Run.state keeps."""
+    arrays, meta = run.state()
+    size = sum(array.nbytes + 2 * len(name) + 256 for name, array in arrays.items())
+    record_bytes = 400            # one record's JSON: a dozen named floats
+    return size + len(json.dumps(dict(meta, records=[]))) + 2000 * record_bytes
+
+
+def _disk_use(run):
+    one, keep = checkpoint_bytes(run), run.config.keep
+    kept = f"the newest {keep} ckpt-*.npz and latest.npz" if keep else "latest.npz only"
+    return f" (checkpoints of about {_size(one)}; {kept} are kept (--keep): up to {_size(one * (keep + 1))})"
+
+
+def _size(num_bytes):
+    return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.3g} MB"
 
 
 def train(config=None, resume=None, log_to_stdout=True, **overrides):
@@ -820,6 +849,14 @@ def _diverged(run, problem):
                             f"stopped: {left}")
 
 
+def _prune_checkpoints(folder, keep):
+    """Remove all but the newest `keep` ckpt-*.npz of a run folder (by the kimg in their names)."""
+    snapshots = sorted((float(match.group(1)), name) for name in os.listdir(folder)
+                       if (match := CHECKPOINT_NAME.match(name)))
+    for _, name in snapshots[:max(len(snapshots) - keep, 0)]:
+        os.remove(os.path.join(folder, name))
+
+
 def _all_finite(module):
     return all(bool(np.isfinite(backend.to_numpy(p.data)).all()) for p in module.parameters())
 
@@ -838,8 +875,10 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
     with open(os.path.join(run.dir, "metrics.jsonl"), "a") as handle:
         handle.write(json.dumps(record) + "\n")
     arrays, meta = run.state()
-    save_checkpoint(os.path.join(run.dir, f"ckpt-{tag}.npz"), arrays, meta)
+    if run.config.keep:
+        save_checkpoint(os.path.join(run.dir, f"ckpt-{tag}.npz"), arrays, meta)
     save_checkpoint(os.path.join(run.dir, "latest.npz"), arrays, meta)
+    _prune_checkpoints(run.dir, run.config.keep)
     viz.plot_losses(run.records, os.path.join(run.dir, "loss.png"))
     metric_records = [json.loads(line) for line in open(os.path.join(run.dir, "metrics.jsonl"))]
     shown = ("swd_avg", "diversity_ratio", "precision_tolerant", "recall_tolerant", "precision", "recall")

@@ -335,6 +335,7 @@ def test_generate_clips_to_the_data_range_as_the_pictures_do():
     (dict(snap_kimg=0.0), "--snap 0: must be > 0"),
     (dict(metrics_kimg=-2.0), "--metrics -2: must be >= 0"),
     (dict(seed=-1), "--seed -1: must be >= 0"),
+    (dict(keep=-1), "--keep -1: must be >= 0"),
     (dict(kimg="10"), "--kimg '10': must be a number"),
     (dict(diversity=DiversityConfig(until_kimg=-1.0)), "--diversity-until -1: must be >= 0"),
     (dict(diversity=DiversityConfig(gate_kimg=-1.0)), "--diversity-gate -1: must be >= 0"),
@@ -351,7 +352,8 @@ def test_options_are_checked_before_any_work(tmp_path, options, message):
 def test_options_are_checked_on_resume_too(tmp_path):
     run = train(tiny_config(tmp_path / "run", kimg=0.016), log_to_stdout=False)
     for options, message in ((dict(kimg=-1.0), "--kimg -1"), (dict(kimg=0.016), "already at 0.016 kimg"),
-                             (dict(kimg=1.0, lr_G=0.0, lr_D=0.0), "--lr"), (dict(kimg=1.0, gamma=-1.0), "--gamma -1")):
+                             (dict(kimg=1.0, lr_G=0.0, lr_D=0.0), "--lr"), (dict(kimg=1.0, gamma=-1.0), "--gamma -1"),
+                             (dict(kimg=1.0, keep=-2), "--keep -2")):
         with pytest.raises(ValueError, match=message):
             train(TrainConfig(**options), resume=run, log_to_stdout=False)
     assert load_checkpoint(os.path.join(run, "latest.npz"))[1]["cur_nimg"] == 16
@@ -411,6 +413,22 @@ def test_divergence_names_the_checkpoint_and_its_advice_works(tmp_path, monkeypa
     assert (meta["config"]["lr_G"], meta["config"]["lr_D"], meta["config"]["gamma"]) == (0.00125, 0.00125, 0.5)
     assert "resume changes the checkpoint's settings: lr_G 0.0025 -> 0.00125, lr_D 0.0025 -> 0.00125, " \
            "gamma 0.1 -> 0.5" in open(os.path.join(run, "log.txt")).read()
+
+
+def test_keep_bounds_the_checkpoints_and_the_plan_says_the_disk(tmp_path):
+    run = train(tiny_config(tmp_path / "r", kimg=0.016, snap_kimg=0.004, keep=2), log_to_stdout=False)
+    assert sorted(n for n in os.listdir(run) if n.endswith(".npz")) == \
+        ["ckpt-0000.012.npz", "ckpt-0000.016.npz", "latest.npz"]
+    log = open(os.path.join(run, "log.txt")).read()
+    size = float(log.split("checkpoints of about ")[1].split(" MB")[0]) * 1e6
+    assert "the newest 2 ckpt-*.npz and latest.npz are kept (--keep): up to " in log
+    actual = os.path.getsize(os.path.join(run, "latest.npz"))
+    # the estimate counts the loss records at their cap of 2000 (here 8), so it is above the file
+    records = len(load_checkpoint(os.path.join(run, "latest.npz"))[1]["records"])
+    assert actual < size < actual + 2000 * 400 * 1.1 and records == 4
+    only_latest = train(tiny_config(tmp_path / "k0", kimg=0.016, keep=0), log_to_stdout=False)
+    assert sorted(n for n in os.listdir(only_latest) if n.endswith(".npz")) == ["latest.npz"]
+    assert "latest.npz only are kept" in open(os.path.join(only_latest, "log.txt")).read()
 
 
 def test_resume_picks_the_newest_checkpoint_that_loads(tmp_path):
