@@ -929,13 +929,19 @@ def _progress_bar(total, initial):
         diversity = None                 # the latest generated/real diversity ratio, once measured
 
         def __init__(self):
+            # no tqdm ETA (it counts to --kimg): update() shows the end that comes first
             self.bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
-                            file=sys.stderr, mininterval=1.0, smoothing=0.1)
+                            file=sys.stderr, mininterval=1.0, smoothing=0.1,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]")
 
         def update(self, n, record, minutes_left=None):
             post = dict(kimg=f"{record['kimg']:.2f}")
-            if minutes_left is not None:
-                post["budget"] = f"{max(minutes_left, 0):.0f} min left"
+            rate = record.get("img_per_s") or 0.0
+            to_kimg = (total - self.bar.n - n) / rate if rate > 0 else math.inf
+            if minutes_left is not None and minutes_left * 60 < to_kimg:
+                post["ends"] = f"in {tqdm.format_interval(max(minutes_left * 60, 0))} (--minutes)"
+            else:
+                post["ends"] = f"in {tqdm.format_interval(to_kimg)} (--kimg)" if rate > 0 else "in ?"
             for key in ("loss_G", "loss_D", "r1_penalty"):
                 if key in record:
                     post[key.replace("loss_", "")] = f"{record[key]:.3f}"

@@ -455,6 +455,17 @@ def test_resume_picks_the_newest_checkpoint_that_loads(tmp_path):
         train(tiny_config(run), log_to_stdout=False)
 
 
+def test_progress_shows_the_end_that_comes_first(capsys):
+    bar = train_module._progress_bar(10_000, 0)
+    record = dict(kimg=0.004, ada_p=0.0, img_per_s=4.0)
+    bar.update(4, record, minutes_left=60.0)            # 9996 img at 4 img/s: 41 min, before the budget
+    assert bar.bar.postfix.startswith("kimg=0.00, ends=in 41:39 (--kimg)")
+    bar.update(4, record, minutes_left=2.0)             # the budget ends first
+    assert bar.bar.postfix.startswith("kimg=0.00, ends=in 02:00 (--minutes)")
+    bar.close()
+    assert "<" not in capsys.readouterr().err               # no tqdm ETA counting to --kimg
+
+
 def _start_training(tmp_path, out, *args):
     """examples/train_oasis.py on the tiny networks in a process of its own, long enough to be
     stopped; its stdout and stderr go to files in tmp_path."""
