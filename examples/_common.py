@@ -18,14 +18,16 @@ def friendly_errors(main):
     def wrapper(*args, **kwargs):
         from nanostyle.checkpoint import CheckpointError
         from nanostyle.data import DataError
-        from nanostyle.train import TrainingDiverged
+        from nanostyle.train import TrainingDiverged, TrainingStopped
         try:
             return main(*args, **kwargs)
         except (DataError, CheckpointError, TrainingDiverged, ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
+        except TrainingStopped as stopped:      # SIGINT or SIGTERM; the message names the run's path
+            print(stopped, file=sys.stderr)
+            sys.exit(stopped.exit_code)
         except KeyboardInterrupt:
-            print("interrupted: the last snapshot (latest.npz) is intact; continue with --resume RUN",
-                  file=sys.stderr)
+            print("interrupted", file=sys.stderr)
             sys.exit(130)
     return wrapper

@@ -4,6 +4,9 @@
     python examples/train_oasis.py --data keras_png_slices_train --res 64 --kimg 200
     python examples/train_oasis.py --resume runs/RUN --kimg 400   # continue a run exactly
 
+Ctrl-C (SIGINT) or `kill` (SIGTERM) stops a run at the end of the current iteration, with a final
+snapshot, and prints the --resume line that continues it.
+
 With no options on a CPU it picks the narrow 'cpu' networks and a length that gives visible
 brains in about an hour, and prints what it chose.
 """
@@ -28,7 +31,9 @@ def _parser():
     p.add_argument("--batch", type=int, help="minibatch size (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue RUN to --kimg: its folder (from its newest checkpoint that loads) or a checkpoint; "
+                        "takes --kimg, --minutes, --device, --keep, and --lr and --gamma (say, after a divergence)")
     p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
                                             "networks, 0.0025 as StyleGAN2 otherwise)")
@@ -48,12 +53,16 @@ def _parser():
     p.add_argument("--aug-pivot", choices=["mean", "black"], default="mean",
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
                         "keeps the MRI background at -1 (weaker: D overfitted with it in the cpu run)")
-    p.add_argument("--cfg", choices=["auto", "bench64", "cpu"],
+    p.add_argument("--cfg", choices=["auto", "bench64", "cpu", "tiny"],
                    help="network config: auto (StyleGAN2-ADA's widths), bench64 (the speed yardstick), cpu "
-                        "(narrow, for a CPU hour); default: cpu on a CPU, auto with a GPU")
+                        "(narrow, for a CPU hour), tiny (a few channels, for tests); default: cpu on a CPU, "
+                        "auto with a GPU")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC, or '*' for every "
                                      "subfolder (default: all images, one class)")
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="keep the newest N ckpt-*.npz snapshots besides latest.npz (default 5; 0 = latest.npz "
+                        "only); the plan line says the disk this takes")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
     return p
@@ -63,7 +72,8 @@ def parse_args(argv=None):
     return _parser().parse_args(argv)
 
 
-RESUME_OPTIONS = {"resume", *RESUME_OVERRIDES}   # what a resumed run takes; the rest is in its checkpoint
+# what a resumed run takes (the rest is in its checkpoint): RESUME_OVERRIDES by their flags' names
+RESUME_OPTIONS = {"resume", *(("lr" if key in ("lr_G", "lr_D") else key) for key in RESUME_OVERRIDES)}
 
 
 def given_options(argv=None):
@@ -84,14 +94,16 @@ def main(argv=None):
         if ignored:
             flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
             them = "it" if len(ignored) == 1 else "them"
+            taken = ", ".join("--" + dest for dest in sorted(RESUME_OPTIONS - {"resume"}))
             raise ValueError(f"--resume continues a run with the settings in its checkpoint, so {flags} would be "
-                             f"ignored; drop {them} (a resumed run takes only --kimg, --minutes and --device), "
+                             f"ignored; drop {them} (a resumed run takes only {taken}), "
                              f"or start a new run without --resume to use {them}")
-        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device), resume=args.resume)
+        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device, keep=args.keep,
+                          lr_G=args.lr, lr_D=args.lr, gamma=args.gamma), resume=args.resume)
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes, axis=args.axis,
-                         snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device,
+                         snap_kimg=args.snap, metrics_kimg=args.metrics, device=args.device, keep=args.keep,
                          diversity=DiversityConfig(weight=args.diversity, until_kimg=args.diversity_until,
                                                    gate_kimg=args.diversity_gate, space=args.diversity_space),
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)

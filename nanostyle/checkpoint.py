@@ -4,10 +4,11 @@ Layout: every array under its own name ("G/synthesis.b4.conv1.weight", "opt_D/m.
 metadata (config, counters, RNG states) as JSON text in the uint8 array "__meta__", plus
 "__format__" = "nanostyle-checkpoint" and "__version__". Writing goes to a temporary file in the
 same folder, flushed and fsynced, then renamed over the target: a run killed mid-write leaves
-the previous checkpoint intact. Loading uses allow_pickle=False, so a file can never run code.
+the previous checkpoint intact (and its temporary file, which temporary_files() finds). Loading uses allow_pickle=False, so a file can never run code.
 """
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -73,26 +74,95 @@ def _fsync_folder(folder):
 
 def load_checkpoint(path):
     """-> (arrays: dict[str, np.ndarray], meta: dict)."""
+    return _read(path, with_arrays=True)
+
+
+def read_meta(path):
+    """A checkpoint's metadata alone (its arrays are not read): cheap, to choose among checkpoints.
+    Raises CheckpointError as load_checkpoint does, except for damage inside the arrays."""
+    return _read(path, with_arrays=False)[1]
+
+
+_ZIP, _NPY = (b"PK\x03\x04", b"PK\x05\x06"), b"\x93NUMPY"
+
+
+def _read(path, with_arrays):
+    if os.path.isdir(path):
+        inside = [name for name in ("latest.npz",) if os.path.isfile(os.path.join(path, name))]
+        raise CheckpointError(f"{path!r} is a folder, not a checkpoint file; pass a file such as "
+                              f"{os.path.join(path, inside[0] if inside else 'latest.npz')!r}"
+                              + ("" if inside else " (this folder holds no latest.npz)"))
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist; pass a ckpt-*.npz or latest.npz "
                               "from a run folder")
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        raise CheckpointError(f"{path!r} cannot be read ({error.strerror or error}); check that it is a "
+                              "file you may read") from None
+    if not head.startswith(_ZIP):
+        raise CheckpointError(f"{path!r} is not a nanostyle checkpoint: {_what_it_is(head)}; pass a "
+                              "ckpt-*.npz or latest.npz written by nanostyle's training")
+    arrays = {}
+    try:
         with np.load(path, allow_pickle=False) as stored:
             names = list(stored.files)
-            if "__format__" not in names or str(stored["__format__"]) != FORMAT_NAME:
+            if "__format__" not in names or str(_array(stored, "__format__", path)) != FORMAT_NAME:
                 raise CheckpointError(f"{path!r} is an .npz file but not a nanostyle checkpoint (foreign "
                                       "file: no '__format__' marker); pass a checkpoint written by "
                                       "nanostyle's training")
-            version = int(stored["__version__"])
+            version = int(_array(stored, "__version__", path))
             if version > FORMAT_VERSION or version < 1:
                 raise CheckpointError(f"{path!r} has checkpoint format version {version}, this nanostyle "
                                       f"reads version {FORMAT_VERSION} (incompatible); use the nanostyle "
                                       "version that wrote it")
-            meta = json.loads(bytes(stored["__meta__"]).decode("utf-8"))
-            arrays = {name: stored[name] for name in names if not name.startswith("__")}
+            meta = json.loads(bytes(_array(stored, "__meta__", path)).decode("utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("its metadata is not a JSON object")
+            if with_arrays:
+                arrays = {name: _array(stored, name, path) for name in names if not name.startswith("__")}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, UnicodeDecodeError) as error:
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path!r} is truncated or corrupt ({type(error).__name__}: {error}); "
                               "re-copy it, or use an earlier ckpt-*.npz from the same run") from None
     return arrays, meta
+
+
+def _array(stored, name, path):
+    """stored[name], refusing pickled content by name (allow_pickle=False raises ValueError)."""
+    try:
+        return stored[name]
+    except ValueError as error:
+        if "pickle" not in str(error) and "Object arrays" not in str(error):
+            raise
+        raise CheckpointError(f"{path!r} holds pickled Python objects (array {name!r}), which nanostyle never "
+                              "loads: unpickling can run any code. nanostyle writes plain arrays only, so this "
+                              "file was made or altered elsewhere; use a checkpoint written by its training") from None
+
+
+def _what_it_is(head):
+    """A plain description of a file that is not a zip archive, from its first bytes."""
+    if not head:
+        return "it is empty (0 bytes: truncated or corrupt)"
+    if head.startswith(_NPY):
+        return "it is a single NumPy array (.npy), not an .npz archive"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "it is a Python pickle, which nanostyle never loads (unpickling can run any code)"
+    return "it is not an .npz archive (truncated or corrupt)"
+
+
+# write_atomic's temporary names: `<target>.<random>.tmp` (tempfile.mkstemp's prefix and suffix)
+_TEMPORARY = re.compile(r"^(?P<target>.+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def temporary_files(folder):
+    """[(path, target name)] of the temporary files write_atomic makes in `folder`; any that exist
+    while nothing writes there were left by a process killed mid-write."""
+    found = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        match = _TEMPORARY.match(name)
+        if match and os.path.isfile(os.path.join(folder, name)):
+            found.append((os.path.join(folder, name), match.group("target")))
+    return found

@@ -230,10 +230,10 @@ def check_minibatch_std_group(dataset, group_size):
         return
     count = len(dataset.skipped)
     skipped = f" ({count} file{' was' if count == 1 else 's were'} skipped as unusable)" if count else ""
-    why = (f"as many as one minibatch-stddev group of the discriminator ({int(group_size)})" if need == group_size
-           else "the diversity metrics compare pairs")
+    why = (f"datasets need at least as many images as one minibatch-stddev group of the discriminator "
+           f"({int(group_size)})" if need == group_size else "the diversity metrics compare pairs")
     raise DataError(f"{dataset.source or 'the dataset'} holds {len(dataset)} image{'s' * (len(dataset) != 1)}"
-                    f"{skipped}; training needs at least {need} images, {why}. Add images to --data")
+                    f"{skipped}; training needs at least {need} images: {why}. Add images to --data")
 
 
 def default_cache_dir():

@@ -18,11 +18,15 @@ and log.txt. Every random draw comes from generators saved in the checkpoint, an
 their own fixed seeds, so an interrupted-and-resumed run equals an uninterrupted one.
 """
 import dataclasses
+import fnmatch
 import functools
 import glob
 import json
 import math
+import numbers
 import os
+import re
+import signal
 import sys
 import time
 
@@ -31,7 +35,7 @@ import numpy as np
 from . import backend, blas, parallel
 from .augment import AdaController, AugmentPipe
 from .autograd import Tensor, grad
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, temporary_files
 from .data import DataError, check_minibatch_std_group, load_data, load_default_dataset, to_float
 from .diversity import DiversityConfig, DiversityFloor
 from .losses import StyleGAN2Loss
@@ -43,6 +47,20 @@ from . import viz
 
 class TrainingDiverged(RuntimeError):
     """A loss or the weights became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training (train() and _StopSignals say how); the message says
+    which checkpoint is left. A KeyboardInterrupt, so code that catches Ctrl-C catches it too;
+    `exit_code` is the shell's for the signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message="", signum=signal.SIGINT, abrupt=False, in_loop=False, wrote=False, age_s=None):
+        super().__init__(message)
+        self.signum, self.abrupt, self.in_loop, self.wrote, self.age_s = signum, abrupt, in_loop, wrote, age_s
+
+    @property
+    def exit_code(self):
+        return 128 + int(self.signum)
 
 
 @dataclasses.dataclass
@@ -73,6 +91,7 @@ class TrainConfig:
     lr_G: float = None               # Adam's learning rates before lazy regularisation's scaling
     lr_D: float = None
     snap_kimg: float = None
+    keep: int = None                 # ckpt-*.npz kept besides latest.npz: the newest this many (KEEP)
     metrics_kimg: float = None       # 0 = no metrics during training
     num_fixed_seeds: int = 32
     mirror: bool = True              # x-flip reals: axial brain slices are near left-right symmetric
@@ -104,6 +123,7 @@ class TrainConfig:
     def preset(self, log=print):
         """Fill the unset options for the device and network config, say what was chosen, and
         check the ranges. The reasons for the defaults: docs/experiments.md, sections named below."""
+        _check_rules(self, _RULES[:1])        # --res, which the defaults below depend on
         device = self.device or backend.default_device()
         self.device = device
         if self.cfg is None:
@@ -143,13 +163,77 @@ class TrainConfig:
             self.diversity.weight = 4.0 if floor else 0.0
         if self.diversity.until_kimg is None:       # only while collapse threatens ("Ending the floor ...")
             self.diversity.until_kimg = 40.0 if floor else 0.0
-        self.diversity.validate()
-        if not (self.lr_G > 0 and self.lr_D > 0):
-            raise ValueError(f"--lr: learning rates must be > 0, got G {self.lr_G:g} and D {self.lr_D:g}")
-        if self.batch < 2 or self.batch % min(4, self.batch):
+        if self.keep is None:
+            self.keep = KEEP
+        return self.validate()
+
+    def validate(self):
+        """Check every option's type and range before any work is done; the messages name the
+        command line's flags (train_oasis.py), or the field where there is none."""
+        _check_rules(self, _RULES)
+        if self.cfg not in CONFIGS:
+            raise ValueError(f"unknown --cfg {self.cfg!r}; choose one of {', '.join(CONFIGS)}")
+        if self.cfg == "bench64" and self.res != 64:
+            raise ValueError(f"--cfg bench64 is the speed yardstick at --res 64 only, got --res {self.res}")
+        for field, flag, choices in (("aug", "--aug", ("ada", "noaug")), ("ada_pivot", "--aug-pivot", ("mean", "black")),
+                                     ("device", "--device", ("cpu", "cuda"))):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{flag} {getattr(self, field)!r}: choose one of {', '.join(choices)}")
+        if not all(_is_number(lr) and math.isfinite(lr) and lr > 0 for lr in (self.lr_G, self.lr_D)):
+            raise ValueError(f"--lr: learning rates must be > 0, got G {_shown(self.lr_G)} and D {_shown(self.lr_D)}")
+        if self.batch % min(4, self.batch):
             raise ValueError(f"--batch {self.batch}: use an even batch that is a multiple of 4 (or 2), "
                              "the discriminator's minibatch-stddev group")
+        self.diversity.validate()
         return self
+
+
+KEEP = 5   # default --keep: room to step back a few snapshots past a divergence or a collapse that
+           # the fakes-*.png grids show, with the disk a run uses bounded (the plan line says how much)
+
+# (field, flag, type, test, rule) for TrainConfig.validate; NaN and infinity fail every rule
+_RULES = (
+    ("res", "--res", int, lambda v: 4 <= v <= 1024 and not v & (v - 1), "a power of two from 4 to 1024"),
+    ("kimg", "--kimg", float, lambda v: v > 0, "> 0 (thousands of real images shown to D)"),
+    ("minutes", "--minutes", float, lambda v: v >= 0, ">= 0 (0: no time budget)"),
+    ("batch", "--batch", int, lambda v: v >= 2, ">= 2"),
+    ("seed", "--seed", int, lambda v: v >= 0, ">= 0"),
+    ("gamma", "--gamma", float, lambda v: v >= 0, ">= 0 (0: no R1 penalty)"),
+    ("snap_kimg", "--snap", float, lambda v: v > 0, "> 0 kimg"),
+    ("metrics_kimg", "--metrics", float, lambda v: v >= 0, ">= 0 kimg (0: no metrics during training)"),
+    ("keep", "--keep", int, lambda v: v >= 0, ">= 0 (0: latest.npz only)"),
+    ("crop_border", "crop_border", int, lambda v: v >= 0, ">= 0 pixels"),
+    ("r1_interval", "r1_interval", int, lambda v: v >= 1, ">= 1"),
+    ("G_reg_interval", "G_reg_interval", int, lambda v: v >= 1, ">= 1"),
+    ("style_mixing_prob", "style_mixing_prob", float, lambda v: 0 <= v <= 1, "from 0 to 1"),
+    ("pl_weight", "pl_weight", float, lambda v: v >= 0, ">= 0 (0: off)"),
+    ("ada_target", "ada_target", float, lambda v: 0 < v < 1, "between 0 and 1"),
+    ("ada_kimg", "ada_kimg", float, lambda v: v > 0, "> 0 kimg"),
+    ("ema_kimg", "ema_kimg", float, lambda v: v >= 0, ">= 0 kimg (0: G_ema follows G)"),
+    ("ema_rampup", "ema_rampup", float, lambda v: v >= 0, ">= 0 (or None: no ramp-up)"),
+    ("num_fixed_seeds", "num_fixed_seeds", int, lambda v: v >= 1, ">= 1"),
+    ("parts", "parts", int, lambda v: v >= 1, ">= 1 (or None: one per core)"),
+)
+_OPTIONAL = ("ema_rampup", "parts")    # None is a setting of its own
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _shown(value):
+    return f"{value:g}" if _is_number(value) else repr(value)
+
+
+def _check_rules(config, rules):
+    for field, flag, kind, ok, rule in rules:
+        value = getattr(config, field)
+        if value is None and field in _OPTIONAL:
+            continue
+        if not (isinstance(value, numbers.Integral) if kind is int else _is_number(value)) or isinstance(value, bool):
+            raise ValueError(f"{flag} {value!r}: must be a {'whole ' if kind is int else ''}number {rule}")
+        if not ((kind is int or math.isfinite(value)) and ok(value)):
+            raise ValueError(f"{flag} {_shown(value)}: must be {rule}")
 
 
 # ---- the per-phase step ------------------------------------------------------------------------
@@ -273,7 +357,7 @@ class Run:
         self.G, self.D = build_networks(config.cfg, config.res, seed=config.seed,
                                         kwargs=(network["G"], network["D"]))
         self.G_ema = copy_module(self.G)
-        check_minibatch_std_group(dataset, self.D.epilogue.mbstd_group_size)
+        check_minibatch_std_group(dataset, min(self.D.epilogue.mbstd_group_size or config.batch, config.batch))
         if config.parts is None:       # saved in the checkpoint's config: a resumed run splits alike
             config.parts = default_parts(config.batch, self.D, config.device)
         if config.parts < 1 or config.batch % config.parts:
@@ -376,37 +460,125 @@ class _Log:
             self.file.close()
 
 
-def _resolve_resume(path):
-    if os.path.isdir(path):
-        latest = os.path.join(path, "latest.npz")
-        if not os.path.exists(latest):
-            raise CheckpointError(f"run folder {path!r} has no latest.npz to resume from")
-        return os.path.abspath(path), latest
-    return os.path.dirname(os.path.abspath(path)), path
+CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+\.\d+)\.npz$")    # ckpt-<kimg>.npz, as _snapshot names them
 
 
-RESUME_OVERRIDES = ("kimg", "minutes", "device")     # what a resumed run takes from the caller
+def _nimg(meta):
+    value = meta.get("cur_nimg")
+    return value if isinstance(value, int) else -1
+
+
+def _checkpoints(folder):
+    """The checkpoints of a run folder, newest first by the cur_nimg their metadata holds (latest.npz
+    first among equals): ([(path, meta)], [(path, CheckpointError)] of those that do not read)."""
+    names = sorted(name for name in os.listdir(folder) if CHECKPOINT_NAME.match(name))
+    readable, unreadable = [], []
+    for name in ["latest.npz"] * os.path.isfile(os.path.join(folder, "latest.npz")) + names:
+        path = os.path.join(folder, name)
+        try:
+            readable.append((path, read_meta(path)))
+        except CheckpointError as error:
+            unreadable.append((path, error))
+    readable.sort(key=lambda item: -_nimg(item[1]))            # stable: latest.npz first among equals
+    return readable, unreadable
+
+
+def _checkpoint_to_resume(resume, log):
+    """(run folder, path, arrays, meta): `resume` itself when it is a file, or the newest checkpoint
+    of the run folder `resume` that loads (latest.npz, or a newer ckpt-*.npz where a run was killed
+    between the two writes), saying which and why."""
+    if not os.path.isdir(resume):
+        arrays, meta = load_checkpoint(resume)
+        folder = os.path.dirname(os.path.abspath(resume))
+        newer = [(path, m) for path, m in _checkpoints(folder)[0] if _nimg(m) > _nimg(meta)]
+        if newer:
+            raise CheckpointError(
+                f"{resume!r} is at {_nimg(meta) / 1000:.3f} kimg, but its folder holds a newer checkpoint, "
+                f"{newer[0][0]} ({_nimg(newer[0][1]) / 1000:.3f} kimg): continuing here would mix two histories "
+                f"in one run folder. Continue the newest with --resume {folder}, or copy {resume} into a new "
+                "folder and resume from the copy")
+        return folder, resume, arrays, meta
+    folder = os.path.abspath(resume)
+    readable, unreadable = _checkpoints(folder)
+    for path, _ in readable:
+        try:
+            arrays, meta = load_checkpoint(path)
+        except CheckpointError as error:
+            unreadable.append((path, error))
+            continue
+        for _, error in unreadable:
+            log(f"skipped: {error}")
+        if os.path.basename(path) != "latest.npz":
+            latest = [m for p, m in readable if os.path.basename(p) == "latest.npz"]
+            log(f"resuming from {os.path.basename(path)}, the newest checkpoint in {folder} that loads"
+                + (f" (latest.npz holds {_nimg(latest[0]) / 1000:.3f} kimg: the run was stopped between writing "
+                   "the two)" if latest and _nimg(latest[0]) < _nimg(meta) else ""))
+        return folder, path, arrays, meta
+    if not unreadable:
+        raise CheckpointError(f"run folder {resume!r} has no checkpoint to resume from (no latest.npz or "
+                              "ckpt-*.npz)")
+    raise CheckpointError(f"no checkpoint in {resume!r} loads: " + "; ".join(str(e) for _, e in unreadable))
+
+
+# the run's files that checkpoint.write_atomic writes (so a killed write may leave a temporary of)
+_ATOMIC_ARTEFACTS = ("latest.npz", "ckpt-*.npz", "fakes-*.png", "loss.png", "metrics.png", "training.gif")
+
+
+def _remove_temporaries(folder, log):
+    """Remove the temporary files a write killed in this run folder left (write_atomic's own)."""
+    stale = [path for path, target in temporary_files(folder)
+             if any(fnmatch.fnmatchcase(target, pattern) for pattern in _ATOMIC_ARTEFACTS)]
+    for path in stale:
+        os.remove(path)
+    if stale:
+        log(f"removed {len(stale)} temporary file{'s' * (len(stale) > 1)} left by a write that was killed: "
+            + ", ".join(os.path.basename(path) for path in stale))
+
+
+RESUME_OVERRIDES = ("kimg", "minutes", "device", "keep", "lr_G", "lr_D", "gamma")   # what a resumed run
+                                                                                     # takes from the caller
 
 
 def open_run(config, resume=None, log=print):
     """A Run: new from `config` (preset here), or continued from `resume` (a run folder or a
-    checkpoint), taking only RESUME_OVERRIDES from `config`; its folder created, its data loaded."""
+    checkpoint), taking only RESUME_OVERRIDES from `config`; its folder created (and cleared of
+    temporaries a killed write left), its data loaded. Options are checked before anything else."""
     checkpoint = None
     if resume:
-        run_dir, path = _resolve_resume(resume)
-        arrays, meta = load_checkpoint(path)
-        saved = TrainConfig.from_dict(meta["config"])
+        run_dir, path, arrays, meta = _checkpoint_to_resume(resume, log)
+        try:
+            saved = TrainConfig.from_dict(meta["config"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"{path!r} holds no usable run config ({type(error).__name__}: {error}); "
+                                  "resume from a checkpoint written by nanostyle's training") from None
+        changed = []
         for key in RESUME_OVERRIDES:
             if getattr(config, key) is not None:
+                if key in ("lr_G", "lr_D", "gamma") and getattr(config, key) != getattr(saved, key):
+                    changed.append(f"{key} {getattr(saved, key):g} -> {getattr(config, key):g}")
                 setattr(saved, key, getattr(config, key))
-        config, checkpoint = saved, (arrays, meta, path)
+        if saved.keep is None:                        # a checkpoint from before --keep
+            saved.keep = KEEP
+        config, checkpoint = saved.validate(), (arrays, meta, path)
         config.out = run_dir
+        if _nimg(meta) >= round(config.kimg * 1000):
+            raise ValueError(f"--kimg {config.kimg:g}: the run is already at {_nimg(meta) / 1000:.3f} kimg; "
+                             "pass a larger --kimg to continue it")
         log(f"resuming {path} at {meta['cur_nimg'] / 1000:.3f} kimg, continuing to {config.kimg} kimg")
+        if changed:
+            log("resume changes the checkpoint's settings: " + ", ".join(changed))
     else:
         config.preset(log)
         if config.out is None:
             config.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-res{config.res}")
+        if os.path.isdir(config.out):
+            readable, unreadable = _checkpoints(config.out)
+            if readable or unreadable:
+                raise ValueError(f"--out {config.out!r} already holds a run's checkpoints "
+                                 f"({(readable or unreadable)[0][0]}); continue it with --resume {config.out}, "
+                                 "or pick another --out")
         os.makedirs(config.out, exist_ok=True)
+    _remove_temporaries(config.out, log)
     return Run(config, load_dataset(config, log), checkpoint)
 
 
@@ -420,32 +592,124 @@ def plan(run):
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (run.floor.describe() + ", " if run.floor else "")
             + f"device {c.device}" + (f" ({c.parts} parts of each batch at once on threads)" if c.parts > 1 else "")
-            + f"; snapshots every {c.snap_kimg} kimg into {run.dir}")
+            + f"; snapshots every {c.snap_kimg} kimg into {run.dir}" + _disk_use(run))
+
+
+def checkpoint_bytes(run):
+    """About the size of one checkpoint of `run`: np.savez stores the arrays uncompressed (weights of
+    G, D and G_ema, both optimisers' moments, the data order), each with its zip and .npy headers,
+    and the metadata, whose loss records grow up to the 2000 Run.state keeps."""
+    arrays, meta = run.state()
+    size = sum(array.nbytes + 2 * len(name) + 256 for name, array in arrays.items())
+    record_bytes = 400            # one record's JSON: a dozen named floats
+    return size + len(json.dumps(dict(meta, records=[]))) + 2000 * record_bytes
+
+
+def _disk_use(run):
+    one, keep = checkpoint_bytes(run), run.config.keep
+    kept = f"the newest {keep} ckpt-*.npz and latest.npz" if keep else "latest.npz only"
+    return f" (checkpoints of about {_size(one)}; {kept} are kept (--keep): up to {_size(one * (keep + 1))})"
+
+
+def _size(num_bytes):
+    return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.3g} MB"
 
 
 def train(config=None, resume=None, log_to_stdout=True, **overrides):
     """Train a new run from `config` (a TrainConfig; keyword `overrides` set its fields), or
-    continue the run `resume` (its folder or a checkpoint). Returns the run folder."""
+    continue the run `resume` (its folder or a checkpoint). Returns the run folder.
+
+    SIGINT (Ctrl-C) and SIGTERM (what `kill` and job schedulers send) stop it at the end of the
+    current iteration, with a final snapshot unless the last one is under FINAL_SNAPSHOT_S of
+    training old, and raise TrainingStopped, whose message names the checkpoint to resume from."""
     config = config or TrainConfig()
     for key, value in overrides.items():
         setattr(config, key, value)
     log = _Log(log_to_stdout)
+    run = None
     try:
-        run = open_run(config, resume, log)
-        log.open(run.dir)
-        log.line("config: " + json.dumps(dataclasses.asdict(run.config), indent=1))
-        log(plan(run))
-        advice = blas.kernel_advice() if run.config.device == "cpu" else None
-        if advice:
-            log(advice)
-        _loop(run, log)
+        with _StopSignals() as stop:
+            try:
+                run = open_run(config, resume, log)
+                log.open(run.dir)
+                log.line("config: " + json.dumps(dataclasses.asdict(run.config), indent=1))
+                log(plan(run))
+                advice = blas.kernel_advice() if run.config.device == "cpu" else None
+                if advice:
+                    log(advice)
+                stop.deferring = True
+                _loop(run, log, stop)
+            except TrainingStopped as stopped:
+                stop.stopping = True            # further signals wait for the message
+                folder = run.dir if run is not None else _folder_of(resume) if resume else config.out
+                stopped.args = (_stop_message(stopped, run, folder),)
+                log.line(str(stopped))
+                raise
     finally:
         log.close()
     return run.dir
 
 
-def _loop(run, log):
-    """Iterations until --kimg or the time budget, with snapshots (and metrics) on the way."""
+FINAL_SNAPSHOT_S = 60.0    # a stopped run writes a final snapshot when its last is older than this
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM handlers for the span of train(). While the loop runs (`deferring`), the
+    first signal is noted and the loop stops at the end of the iteration; before the loop, and on
+    a second signal, TrainingStopped is raised at once: every write is atomic, so whatever it
+    interrupts leaves the files as they were (and at most a temporary that the next start removes)."""
+
+    def __init__(self):
+        self.signum, self.deferring, self.stopping, self.previous = None, False, False, {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:          # not the main thread: signals stay as they are
+                break
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _handle(self, signum, frame):
+        if self.stopping:
+            return
+        if self.deferring and self.signum is None:
+            self.signum = signum
+            return
+        self.stopping = True                    # one abrupt stop; the message is written next
+        raise TrainingStopped(signum=signum, abrupt=True, in_loop=self.deferring)
+
+
+def _folder_of(resume):
+    return resume if os.path.isdir(resume) else os.path.dirname(os.path.abspath(resume))
+
+
+def _stop_message(stopped, run, folder):
+    """What stopped the run, when, what was written, and how to continue: from the files there."""
+    name = signal.Signals(stopped.signum).name
+    if not stopped.in_loop:
+        said = f"stopped by {name} before training began"
+    elif stopped.abrupt:
+        said = f"stopped at once by a second signal ({name}) after {run.cur_nimg / 1000:.3f} kimg"
+    else:
+        said = (f"stopped by {name} at the end of iteration {run.iteration} ({run.cur_nimg / 1000:.3f} kimg): "
+                + ("a final snapshot was written" if stopped.wrote else
+                   f"the last snapshot is {stopped.age_s:.0f} s of training old, so no final one was written"))
+    newest = _checkpoints(folder)[0] if folder and os.path.isdir(folder) else []
+    if not newest:
+        return f"{said}; no checkpoint was written, so there is nothing to resume: start the run again"
+    path, meta = newest[0]
+    return (f"{said}; the newest checkpoint is {path} ({_nimg(meta) / 1000:.3f} kimg). "
+            f"Continue with --resume {folder}")
+
+
+def _loop(run, log, stop=None):
+    """Iterations until --kimg, the time budget or a signal (`stop`, a _StopSignals), with
+    snapshots (and metrics) on the way."""
     config = run.config
     fixed_z = np.random.default_rng(2 ** 31 - 1).standard_normal((config.num_fixed_seeds, run.G.z_dim)).astype(np.float32)
     total_nimg = int(round(config.kimg * 1000))
@@ -455,6 +719,7 @@ def _loop(run, log):
     next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg if metrics_nimg else None
     progress = _progress_bar(total_nimg, run.cur_nimg)
     start_time, start_nimg = time.time(), run.cur_nimg
+    last_snapshot = start_time if run.cur_nimg else None    # a resumed run's checkpoint is its last
     budget_s = (config.minutes or 0) * 60
     reserve_s = 30.0                  # time kept for the final snapshot: the longest metric pass so far
 
@@ -467,10 +732,7 @@ def _loop(run, log):
             try:
                 stats, notes = _training_iteration(run)
             except NonFiniteLoss as error:
-                raise TrainingDiverged(
-                    f"{error} at {run.cur_nimg / 1000:.3f} kimg (iteration {run.iteration}); training stopped "
-                    f"and latest.npz in {run.dir} still holds the last good snapshot. Resume from it with a "
-                    "lower learning rate or a larger --gamma") from None
+                raise _diverged(run, str(error)) from None
             run.cur_nimg += config.batch
             run.iteration += 1
             elapsed = time.time() - start_time
@@ -481,6 +743,12 @@ def _loop(run, log):
             progress.update(config.batch, record, (budget_s - elapsed) / 60 if budget_s else None)
             for message in notes:
                 say(message)
+            if stop is not None and stop.signum is not None:
+                age = None if last_snapshot is None else time.time() - last_snapshot
+                if age is None or age > FINAL_SNAPSHOT_S:
+                    _snapshot(run, fixed_z, log, False, progress.write)
+                raise TrainingStopped(signum=stop.signum, in_loop=True, wrote=age is None or age > FINAL_SNAPSHOT_S,
+                                      age_s=age)
             done = run.cur_nimg >= total_nimg
             if budget_s and not done and elapsed + reserve_s >= budget_s:
                 say(f"time budget: {config.minutes:g} minutes reached at {run.cur_nimg / 1000:.3f} kimg "
@@ -490,6 +758,7 @@ def _loop(run, log):
                 snap_start = time.time()
                 with_metrics = bool(metrics_nimg) and (run.cur_nimg >= next_metrics or done)
                 record = _snapshot(run, fixed_z, log, with_metrics, progress.write)
+                last_snapshot = time.time()
                 if with_metrics:
                     progress.diversity = record.get("diversity_ratio", progress.diversity)
                     reserve_s = max(reserve_s, 1.2 * (time.time() - snap_start))
@@ -560,6 +829,30 @@ def _training_iteration(run):
 
 # ---- snapshots ---------------------------------------------------------------------------------
 
+def _diverged(run, problem):
+    """TrainingDiverged saying where, which checkpoint is left (its folder's newest: every
+    snapshot's weights were checked finite) and advice that works."""
+    lower = f"--lr {min(run.config.lr_G, run.config.lr_D) / 2:g}"
+    newest = _checkpoints(run.dir)[0]
+    if newest:
+        path, meta = newest[0]
+        left = (f"the newest checkpoint, {path} ({_nimg(meta) / 1000:.3f} kimg), is from before it. Continue from "
+                f"it with a lower learning rate: --resume {run.dir} {lower} (or a larger --gamma)")
+    else:
+        left = (f"no checkpoint was written before it (the first snapshot comes at {run.config.snap_kimg:g} kimg), "
+                f"so start the run again with a lower learning rate: {lower} (or a larger --gamma)")
+    return TrainingDiverged(f"{problem} at {run.cur_nimg / 1000:.3f} kimg (iteration {run.iteration}); training "
+                            f"stopped: {left}")
+
+
+def _prune_checkpoints(folder, keep):
+    """Remove all but the newest `keep` ckpt-*.npz of a run folder (by the kimg in their names)."""
+    snapshots = sorted((float(match.group(1)), name) for name in os.listdir(folder)
+                       if (match := CHECKPOINT_NAME.match(name)))
+    for _, name in snapshots[:max(len(snapshots) - keep, 0)]:
+        os.remove(os.path.join(folder, name))
+
+
 def _all_finite(module):
     return all(bool(np.isfinite(backend.to_numpy(p.data)).all()) for p in module.parameters())
 
@@ -570,7 +863,7 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
     tag = f"{kimg:08.3f}"  # fixed width, so file names sort in training order
     viz.save_image_grid(run.G_ema.generate(z=fixed_z), os.path.join(run.dir, f"fakes-{tag}.png"))
     if not (_all_finite(run.G) and _all_finite(run.D)):
-        raise TrainingDiverged(f"non-finite weights at {kimg:.3f} kimg; latest.npz was not overwritten")
+        raise _diverged(run, "the weights became non-finite")
     record = dict(kimg=kimg, **{k: v for k, v in run.records[-1].items() if k != "kimg"}) if run.records else {"kimg": kimg}
     if with_metrics:
         record.update(_quick_metrics(run.G_ema, run.dataset.images))
@@ -578,8 +871,10 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
     with open(os.path.join(run.dir, "metrics.jsonl"), "a") as handle:
         handle.write(json.dumps(record) + "\n")
     arrays, meta = run.state()
-    save_checkpoint(os.path.join(run.dir, f"ckpt-{tag}.npz"), arrays, meta)
+    if run.config.keep:
+        save_checkpoint(os.path.join(run.dir, f"ckpt-{tag}.npz"), arrays, meta)
     save_checkpoint(os.path.join(run.dir, "latest.npz"), arrays, meta)
+    _prune_checkpoints(run.dir, run.config.keep)
     viz.plot_losses(run.records, os.path.join(run.dir, "loss.png"))
     metric_records = [json.loads(line) for line in open(os.path.join(run.dir, "metrics.jsonl"))]
     shown = ("swd_avg", "diversity_ratio", "precision_tolerant", "recall_tolerant", "precision", "recall")
@@ -634,13 +929,19 @@ def _progress_bar(total, initial):
         diversity = None                 # the latest generated/real diversity ratio, once measured
 
         def __init__(self):
+            # no tqdm ETA (it counts to --kimg): update() shows the end that comes first
             self.bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
-                            file=sys.stderr, mininterval=1.0, smoothing=0.1)
+                            file=sys.stderr, mininterval=1.0, smoothing=0.1,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]")
 
         def update(self, n, record, minutes_left=None):
             post = dict(kimg=f"{record['kimg']:.2f}")
-            if minutes_left is not None:
-                post["budget"] = f"{max(minutes_left, 0):.0f} min left"
+            rate = record.get("img_per_s") or 0.0
+            to_kimg = (total - self.bar.n - n) / rate if rate > 0 else math.inf
+            if minutes_left is not None and minutes_left * 60 < to_kimg:
+                post["ends"] = f"in {tqdm.format_interval(max(minutes_left * 60, 0))} (--minutes)"
+            else:
+                post["ends"] = f"in {tqdm.format_interval(to_kimg)} (--kimg)" if rate > 0 else "in ?"
             for key in ("loss_G", "loss_D", "r1_penalty"):
                 if key in record:
                     post[key.replace("loss_", "")] = f"{record[key]:.3f}"

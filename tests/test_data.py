@@ -216,11 +216,12 @@ def test_too_few_images_for_a_minibatch_std_group(tmp_path):
     _good_images(root, 1)
     (root / "broken.png").write_bytes(b"garbage")
     ds = data.load_data(str(root), 16, cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(data.DataError, match=r"holds 1 image \(1 file was skipped.*at least 4 images, as many as one "
-                                             r"minibatch-stddev group of the discriminator"):
+    with pytest.raises(data.DataError, match=r"holds 1 image \(1 file was skipped.*at least 4 images: datasets need "
+                                             r"at least as many images as one minibatch-stddev group of the "
+                                             r"discriminator"):
         data.check_minibatch_std_group(ds, 4)
     data.check_minibatch_std_group(data.load_default_dataset(32), 4)
-    with pytest.raises(data.DataError, match="at least 2 images, the diversity metrics compare pairs"):
+    with pytest.raises(data.DataError, match="at least 2 images: the diversity metrics compare pairs"):
         data.check_minibatch_std_group(ds, 1)
 
 

@@ -3,8 +3,10 @@ bit-exact, NaN stops cleanly, bad input gives one clear line and exit code 2."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -229,20 +231,6 @@ def test_resume_builds_the_networks_the_checkpoint_holds(tmp_path, monkeypatch):
     assert meta["network"]["G"]["use_noise"] is False and not any("noise" in k for k in arrays)
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    run = train(tiny_config(tmp_path / "r"), log_to_stdout=False)
-    good = open(os.path.join(run, "latest.npz"), "rb").read()
-    original = train_module.StyleGAN2Loss.discriminator_loss
-
-    def poisoned(self, real, z, rng):
-        loss, stats = original(self, real, z, rng)
-        return loss * float("nan"), stats
-    monkeypatch.setattr(train_module.StyleGAN2Loss, "discriminator_loss", poisoned)
-    with pytest.raises(TrainingDiverged, match="discriminator loss became nan"):
-        train(TrainConfig(kimg=0.064), resume=run, log_to_stdout=False)
-    assert open(os.path.join(run, "latest.npz"), "rb").read() == good
-
-
 def _cli(*args, cwd):
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -298,10 +286,12 @@ def test_cli_train_sample_evaluate(tmp_path, image_folder):
     (["--res", "48"], "power of two"),
     (["--res", "256"], "larger"),
     (["--resume", "NOT_A_RUN.npz"], "does not exist"),
-    (["--resume", "NOT_A_RUN.npz", "--lr", "0.001", "--seed", "0"], "--lr, --seed would be ignored"),
+    (["--resume", "NOT_A_RUN.npz", "--lr", "0.001", "--batch", "8", "--seed", "0"], "--batch, --seed would be ignored"),
+    (["--kimg", "-1"], "--kimg -1: must be > 0"),
+    (["--res", "0"], "--res 0: must be a power of two from 4 to 1024"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, message):
-    result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), *args, "--kimg", "0.004", cwd=tmp_path)
+    result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), "--kimg", "0.004", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and f"error:" in result.stderr and message in result.stderr
 
@@ -325,3 +315,257 @@ def test_generate_clips_to_the_data_range_as_the_pictures_do():
     clipped = loud.generate(seeds=range(3))
     assert np.abs(raw).max() > 1 and clipped.min() >= -1 and clipped.max() <= 1
     np.testing.assert_allclose(clipped, np.clip(raw, -1, 1), atol=1e-5)
+
+
+# ---- fail safe: options, messages, signals, crash leftovers, disk, progress ----------------------
+
+@pytest.mark.parametrize("options, message", [
+    (dict(kimg=-1), "--kimg -1: must be > 0"),
+    (dict(kimg=float("nan")), "--kimg nan: must be > 0"),
+    (dict(gamma=-1.0), "--gamma -1: must be >= 0"),
+    (dict(res=0), "--res 0: must be a power of two from 4 to 1024"),
+    (dict(res=48), "--res 48: must be a power of two"),
+    (dict(res=2048), "--res 2048: must be a power of two from 4 to 1024"),
+    (dict(batch=6), "--batch 6: use an even batch that is a multiple of 4"),
+    (dict(batch=2.5), "--batch 2.5: must be a whole number"),
+    (dict(batch=0), "--batch 0: must be >= 2"),
+    (dict(minutes=-1.0), "--minutes -1: must be >= 0"),
+    (dict(minutes=float("inf")), "--minutes inf: must be >= 0"),
+    (dict(lr_G=-0.1, lr_D=-0.1), "--lr: learning rates must be > 0"),
+    (dict(snap_kimg=0.0), "--snap 0: must be > 0"),
+    (dict(metrics_kimg=-2.0), "--metrics -2: must be >= 0"),
+    (dict(seed=-1), "--seed -1: must be >= 0"),
+    (dict(keep=-1), "--keep -1: must be >= 0"),
+    (dict(kimg="10"), "--kimg '10': must be a number"),
+    (dict(diversity=DiversityConfig(until_kimg=-1.0)), "--diversity-until -1: must be >= 0"),
+    (dict(diversity=DiversityConfig(gate_kimg=-1.0)), "--diversity-gate -1: must be >= 0"),
+    (dict(aug="more"), "--aug 'more': choose one of ada, noaug"),
+    (dict(cfg="bench64"), "--cfg bench64 is the speed yardstick at --res 64 only"),
+    (dict(ema_kimg=-1.0), "ema_kimg -1: must be >= 0"),
+])
+def test_options_are_checked_before_any_work(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        train(tiny_config(tmp_path / "run", **options), log_to_stdout=False)
+    assert not (tmp_path / "run").exists()            # nothing was made
+
+
+def test_options_are_checked_on_resume_too(tmp_path):
+    run = train(tiny_config(tmp_path / "run", kimg=0.016), log_to_stdout=False)
+    for options, message in ((dict(kimg=-1.0), "--kimg -1"), (dict(kimg=0.016), "already at 0.016 kimg"),
+                             (dict(kimg=1.0, lr_G=0.0, lr_D=0.0), "--lr"), (dict(kimg=1.0, gamma=-1.0), "--gamma -1"),
+                             (dict(kimg=1.0, keep=-2), "--keep -2")):
+        with pytest.raises(ValueError, match=message):
+            train(TrainConfig(**options), resume=run, log_to_stdout=False)
+    assert load_checkpoint(os.path.join(run, "latest.npz"))[1]["cur_nimg"] == 16
+
+
+def test_data_needs_one_minibatch_stddev_group(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.full((16, 16), 99, np.uint8)).save(str(folder / "only.png"))
+    with pytest.raises(train_module.DataError, match="holds 1 image; training needs at least 2 images: datasets "
+                       r"need at least as many images as one minibatch-stddev group of the discriminator \(2\)"):
+        train(tiny_config(tmp_path / "run", data=str(folder)), log_to_stdout=False)
+    # two images make one group of the tiny D: that trains
+    Image.fromarray(np.full((16, 16), 9, np.uint8)).save(str(folder / "second.png"))
+    train(tiny_config(tmp_path / "run2", data=str(folder), kimg=0.008), log_to_stdout=False)
+
+
+def _poison_discriminator(monkeypatch):
+    original = train_module.StyleGAN2Loss.discriminator_loss
+
+    def poisoned(self, real, z, rng):
+        loss, stats = original(self, real, z, rng)
+        return loss * float("nan"), stats
+    monkeypatch.setattr(train_module.StyleGAN2Loss, "discriminator_loss", poisoned)
+    return original
+
+
+def test_divergence_before_any_checkpoint_says_there_is_none(tmp_path, monkeypatch):
+    _poison_discriminator(monkeypatch)
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny_config(tmp_path / "run"), log_to_stdout=False)
+    message = str(info.value)
+    assert "discriminator loss became nan at 0.000 kimg (iteration 0)" in message
+    assert "no checkpoint was written before it" in message and "start the run again" in message
+    assert "--lr 0.00125" in message and "latest.npz" not in message and "--resume" not in message
+    assert not any(name.endswith(".npz") for name in os.listdir(tmp_path / "run"))
+
+
+def test_divergence_names_the_checkpoint_and_its_advice_works(tmp_path, monkeypatch):
+    run = train(tiny_config(tmp_path / "r"), log_to_stdout=False)
+    good = open(os.path.join(run, "latest.npz"), "rb").read()
+    original = _poison_discriminator(monkeypatch)
+    with pytest.raises(TrainingDiverged) as info:
+        train(TrainConfig(kimg=0.064), resume=run, log_to_stdout=False)
+    message = str(info.value)
+    assert message.startswith("the discriminator loss became nan at 0.032 kimg (iteration 8); training stopped")
+    latest = os.path.join(os.path.abspath(run), "latest.npz")
+    assert f"the newest checkpoint, {latest} (0.032 kimg), is from before it" in message
+    assert f"--resume {os.path.abspath(run)} --lr 0.00125" in message
+    assert open(os.path.join(run, "latest.npz"), "rb").read() == good
+    # the advice as given: resume with the lower --lr (and a --gamma), which the run then uses and logs
+    monkeypatch.setattr(train_module.StyleGAN2Loss, "discriminator_loss", original)
+    train(TrainConfig(kimg=0.048, lr_G=0.00125, lr_D=0.00125, gamma=0.5), resume=run, log_to_stdout=False)
+    arrays, meta = load_checkpoint(os.path.join(run, "latest.npz"))
+    assert meta["cur_nimg"] == 48
+    assert (meta["config"]["lr_G"], meta["config"]["lr_D"], meta["config"]["gamma"]) == (0.00125, 0.00125, 0.5)
+    assert "resume changes the checkpoint's settings: lr_G 0.0025 -> 0.00125, lr_D 0.0025 -> 0.00125, " \
+           "gamma 0.1 -> 0.5" in open(os.path.join(run, "log.txt")).read()
+
+
+def test_keep_bounds_the_checkpoints_and_the_plan_says_the_disk(tmp_path):
+    run = train(tiny_config(tmp_path / "r", kimg=0.016, snap_kimg=0.004, keep=2), log_to_stdout=False)
+    assert sorted(n for n in os.listdir(run) if n.endswith(".npz")) == \
+        ["ckpt-0000.012.npz", "ckpt-0000.016.npz", "latest.npz"]
+    log = open(os.path.join(run, "log.txt")).read()
+    size = float(log.split("checkpoints of about ")[1].split(" MB")[0]) * 1e6
+    assert "the newest 2 ckpt-*.npz and latest.npz are kept (--keep): up to " in log
+    actual = os.path.getsize(os.path.join(run, "latest.npz"))
+    # the estimate counts the loss records at their cap of 2000 (here 8), so it is above the file
+    records = len(load_checkpoint(os.path.join(run, "latest.npz"))[1]["records"])
+    assert actual < size < actual + 2000 * 400 * 1.1 and records == 4
+    only_latest = train(tiny_config(tmp_path / "k0", kimg=0.016, keep=0), log_to_stdout=False)
+    assert sorted(n for n in os.listdir(only_latest) if n.endswith(".npz")) == ["latest.npz"]
+    assert "latest.npz only are kept" in open(os.path.join(only_latest, "log.txt")).read()
+
+
+def test_resume_picks_the_newest_checkpoint_that_loads(tmp_path):
+    run = train(tiny_config(tmp_path / "r", snap_kimg=0.016), log_to_stdout=False)      # ckpt 16, 32
+    folder = os.path.abspath(run)
+    # a kill between the two writes: ckpt-0000.032 written, latest.npz still the older snapshot
+    shutil.copy(os.path.join(run, "ckpt-0000.016.npz"), os.path.join(run, "latest.npz"))
+    # ...and a newer snapshot that does not load
+    with open(os.path.join(run, "ckpt-0000.048.npz"), "wb") as handle:
+        handle.write(open(os.path.join(run, "ckpt-0000.032.npz"), "rb").read()[:5000])
+    lines = []
+    result = train_module.open_run(TrainConfig(kimg=0.064), resume=run, log=lines.append)
+    assert result.cur_nimg == 32
+    assert any(line.startswith("skipped: ") and "ckpt-0000.048.npz" in line and "truncated or corrupt" in line
+               for line in lines)
+    assert f"resuming from ckpt-0000.032.npz, the newest checkpoint in {folder} that loads (latest.npz holds " \
+           "0.016 kimg: the run was stopped between writing the two)" in lines
+    os.remove(os.path.join(run, "ckpt-0000.048.npz"))
+    # an explicit older checkpoint would mix two histories in the folder: refused, with the way out
+    with pytest.raises(train_module.CheckpointError, match="its folder holds a newer checkpoint, .*ckpt-0000.032.npz"):
+        train(TrainConfig(kimg=0.064), resume=os.path.join(run, "latest.npz"), log_to_stdout=False)
+    # a new run into a folder that holds a run: refused
+    with pytest.raises(ValueError, match="already holds a run's checkpoints"):
+        train(tiny_config(run), log_to_stdout=False)
+
+
+def test_progress_shows_the_end_that_comes_first(capsys):
+    bar = train_module._progress_bar(10_000, 0)
+    record = dict(kimg=0.004, ada_p=0.0, img_per_s=4.0)
+    bar.update(4, record, minutes_left=60.0)            # 9996 img at 4 img/s: 41 min, before the budget
+    assert bar.bar.postfix.startswith("kimg=0.00, ends=in 41:39 (--kimg)")
+    bar.update(4, record, minutes_left=2.0)             # the budget ends first
+    assert bar.bar.postfix.startswith("kimg=0.00, ends=in 02:00 (--minutes)")
+    bar.close()
+    assert "<" not in capsys.readouterr().err               # no tqdm ETA counting to --kimg
+
+
+def _start_training(tmp_path, out, *args):
+    """examples/train_oasis.py on the tiny networks in a process of its own, long enough to be
+    stopped; its stdout and stderr go to files in tmp_path."""
+    command = [sys.executable, os.path.join(ROOT, "examples", "train_oasis.py"), "--res", "16", "--cfg", "tiny",
+               "--kimg", "100", "--metrics", "0", "--device", "cpu", "--out", str(out), *args]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=open(tmp_path / "stdout.txt", "w"),
+                            stderr=open(tmp_path / "stderr.txt", "w"))
+
+
+def _wait_for(condition, process, timeout=30):
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, "training ended before it could be stopped"
+        assert time.time() < deadline, "training did not get there in time"
+        time.sleep(0.05)
+
+
+def _training_started(out):
+    return lambda: os.path.exists(out / "log.txt") and "plan:" in open(out / "log.txt").read()
+
+
+def _leftovers(out):
+    return [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
+def _named_checkpoint(message):
+    """The checkpoint path a stop message names as the newest, loaded."""
+    path = message.split("the newest checkpoint is ")[1].split(" (")[0]
+    return path, load_checkpoint(path)
+
+
+def test_sigterm_stops_with_a_final_snapshot_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    process = _start_training(tmp_path, out, "--snap", "1000")      # no snapshot before the signal
+    _wait_for(_training_started(out), process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 143
+    err = open(tmp_path / "stderr.txt").read()
+    assert "stopped by SIGTERM at the end of iteration" in err and "a final snapshot was written" in err
+    assert f"Continue with --resume {out}" in err and "Traceback" not in err
+    path, (arrays, meta) = _named_checkpoint(err)
+    assert path == str(out / "latest.npz") and meta["cur_nimg"] >= 4 and _leftovers(out) == []
+    assert "stopped by SIGTERM" in open(out / "log.txt").read()
+    kimg = (meta["cur_nimg"] + 8) / 1000
+    result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), "--resume", str(out), "--kimg", str(kimg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(str(out / "latest.npz"))[1]["cur_nimg"] == meta["cur_nimg"] + 8
+
+
+def test_sigint_after_a_recent_snapshot_keeps_it(tmp_path):
+    out = tmp_path / "run"
+    process = _start_training(tmp_path, out, "--snap", "0.008")
+    _wait_for(lambda: os.path.exists(out / "latest.npz"), process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    err = open(tmp_path / "stderr.txt").read()
+    assert "stopped by SIGINT at the end of iteration" in err and "s of training old, so no final one was written" in err
+    assert f"Continue with --resume {out}" in err and "Traceback" not in err
+    path, (arrays, meta) = _named_checkpoint(err)
+    assert meta["cur_nimg"] >= 8 and _leftovers(out) == []
+
+
+def test_a_second_signal_while_stopping_breaks_nothing(tmp_path):
+    out = tmp_path / "run"
+    process = _start_training(tmp_path, out, "--snap", "1000")
+    _wait_for(_training_started(out), process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)                                                    # in the iteration or the final snapshot
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 143
+    err = open(tmp_path / "stderr.txt").read()
+    assert "Traceback" not in err and _leftovers(out) == []
+    if "nothing to resume" in err:
+        assert not any(name.endswith(".npz") for name in os.listdir(out))
+    else:
+        _named_checkpoint(err)                                         # what it names loads
+        assert f"Continue with --resume {out}" in err
+
+
+def test_sigkill_leftovers_are_removed_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    process = _start_training(tmp_path, out, "--snap", "0.008")
+    _wait_for(lambda: os.path.exists(out / "latest.npz"), process)
+    process.kill()
+    process.wait(timeout=30)
+    # a process killed mid-write by SIGKILL: its temporary stays (write_atomic could not remove it)
+    writer = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom nanostyle.checkpoint import write_atomic\n"
+                               "write_atomic(sys.argv[1], lambda handle: (handle.write(b'x' * 4096), handle.flush(), "
+                               "time.sleep(60)))", str(out / "latest.npz")], env=dict(os.environ, PYTHONPATH=ROOT))
+    _wait_for(lambda: any(name.startswith("latest.npz.") for name in _leftovers(out)), writer)
+    writer.kill()
+    writer.wait(timeout=30)
+    (out / "notes.tmp").write_text("the user's own")
+    stale = [name for name in _leftovers(out) if name != "notes.tmp"]
+    arrays, meta = load_checkpoint(str(out / "latest.npz"))               # the kill broke nothing
+    result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), "--resume", str(out), "--kimg",
+                  str((meta["cur_nimg"] + 8) / 1000), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "left by a write that was killed: " + ", ".join(stale) in result.stdout
+    assert _leftovers(out) == ["notes.tmp"]
+    assert load_checkpoint(str(out / "latest.npz"))[1]["cur_nimg"] == meta["cur_nimg"] + 8
