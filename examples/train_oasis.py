@@ -3,6 +3,7 @@
     python examples/train_oasis.py --res 64                       # default data: MNI152 slices
     python examples/train_oasis.py --data keras_png_slices_train --res 64 --kimg 200
     python examples/train_oasis.py --resume runs/RUN --kimg 400   # continue a run exactly
+    mpiexec -n 2 python examples/train_oasis.py --res 64          # data-parallel over 2 processes
 
 With no options on a CPU it picks the narrow 'cpu' networks and a length that gives visible
 brains in about an hour, and prints what it chose.
@@ -52,6 +53,9 @@ def _parser():
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
+    p.add_argument("--dist", choices=["none", "mpi", "nccl"],
+                   help="how processes started by mpiexec share each batch (default: nccl when every process has a "
+                        "GPU of its own, else mpi; none for one process); --batch stays the whole batch")
     return p
 
 
@@ -59,7 +63,7 @@ def parse_args(argv=None):
     return _parser().parse_args(argv)
 
 
-RESUME_OPTIONS = {"resume", *RESUME_OVERRIDES}   # what a resumed run takes; the rest is in its checkpoint
+RESUME_OPTIONS = {"resume", "dist", *RESUME_OVERRIDES}   # what a resumed run takes; the rest is in its checkpoint
 
 
 def given_options(argv=None):
@@ -72,9 +76,16 @@ def given_options(argv=None):
 
 @friendly_errors
 def main(argv=None):
+    from nanostyle import distributed
+    args = parse_args(argv)
+    comm = distributed.init(args.dist, args.device)    # a wrong launch: one line, before any work
+    with comm.fail_together():       # one rank's failure ends every rank
+        _train(args, argv, comm)
+
+
+def _train(args, argv, comm):
     from nanostyle.diversity import DiversityConfig
     from nanostyle.train import TrainConfig, train
-    args = parse_args(argv)
     if args.resume:
         ignored = sorted(given_options(argv) - RESUME_OPTIONS)
         if ignored:
@@ -83,7 +94,7 @@ def main(argv=None):
             raise ValueError(f"--resume continues a run with the settings in its checkpoint, so {flags} would be "
                              f"ignored; drop {them} (a resumed run takes only --kimg, --minutes and --device), "
                              f"or start a new run without --resume to use {them}")
-        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device), resume=args.resume)
+        train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device), resume=args.resume, comm=comm)
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes,
@@ -91,7 +102,7 @@ def main(argv=None):
                          diversity=DiversityConfig(weight=args.diversity, until_kimg=args.diversity_until,
                                                    gate_kimg=args.diversity_gate, space=args.diversity_space),
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)
-    train(config)
+    train(config, comm=comm)
 
 
 if __name__ == "__main__":
