@@ -1,6 +1,7 @@
 """Seconds per training iteration for a named configuration (DESIGN.md "The bench64 configuration").
 
     python benchmarks/train_step.py --config bench64 [--iters 5] [--json FILE]
+    mpiexec -n 2 python benchmarks/train_step.py --config bench64 --dist mpi   # each rank its rows
 
 Reports medians over --iters of: the G main step, the D main step and the D R1 step (each with
 its Adam update, run as the training loop runs them, by train.phase_step: on a CPU the batch in
@@ -8,8 +9,12 @@ parts at once, one per core, see --parts), lazy_iter_s = G + D + R1/16, g_forwar
 gradients), img/s = batch / lazy_iter_s, and peak memory (process max RSS on the CPU; CuPy's
 memory-pool peak on a GPU). bench64: res 64, batch 16, z = w = 256, 2 mapping layers, channel_base 4096,
 channel_max 256, R1 gamma 1 every 16, style mixing off, no augmentation, float32.
+Under mpiexec with --dist, each process computes its rows of the batch and the phases sum the
+gradients across the processes (train.phase_step with the communicator); rank 0 reports, with
+allreduce_G_s and allreduce_D_s: the G and D phases' all-reduces alone.
 """
 import argparse
+import functools
 import json
 import os
 import resource
@@ -20,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
 import numpy as np  # noqa: E402
-from nanostyle import backend, blas, parallel  # noqa: E402
+from nanostyle import backend, blas, distributed, parallel  # noqa: E402
 from nanostyle.losses import StyleGAN2Loss  # noqa: E402
 from nanostyle.optim import Adam, lazy_regularization  # noqa: E402
 from nanostyle.train import build_networks, default_parts, phase_step  # noqa: E402
@@ -34,9 +39,11 @@ def synchronize(xp):
         xp.cuda.Device().synchronize()
 
 
-def build_phases(config_name, device, parts=None):
+def build_phases(config_name, device, parts=None, comm=None):
     """The configuration's networks, optimisers and loss, and its timed steps as callables:
-    {"G_main_s", "D_main_s", "D_r1_s", "g_forward_s"} -> fn(); returns (phases, cfg, xp, parts)."""
+    {"G_main_s", "D_main_s", "D_r1_s", "g_forward_s"} -> fn(); returns (phases, cfg, xp, parts).
+    With a communicator `comm`, `parts` are this process's parts of its rows."""
+    comm = comm or distributed.Single()
     cfg = CONFIGS[config_name]
     xp = backend.xp_for_device(device)
     G, D = build_networks(cfg["net"], cfg["res"])
@@ -54,14 +61,14 @@ def build_phases(config_name, device, parts=None):
         return ns.Tensor(xp.asarray(rng.standard_normal((B, G.z_dim)).astype(np.float32)))
 
     if parts is None:                 # as the training loop picks it
-        parts = default_parts(B, D, device)
+        parts = default_parts(B // comm.size, D, device)
 
     def step(G_trains, loss_of, opt):
         G.requires_grad_(G_trains)
         D.requires_grad_(not G_trains)
         zs = z()
         phase_step(G if G_trains else D, opt, lambda rows, r, first: loss_of(zs[rows], rows, r, first),
-                   B, rng, parts=parts)
+                   B, rng, parts=parts, comm=comm)
 
     phases = {
         "G_main_s": lambda: step(True, lambda zs, rows, r, first: loss.generator_loss(zs, r, update_emas=first), opt_G),
@@ -74,11 +81,16 @@ def build_phases(config_name, device, parts=None):
             G(z(), rng=rng)
 
     phases["g_forward_s"] = g_forward
+    if comm.size > 1:                 # the phases' all-reduces alone, on buffers of their sizes
+        for name, module in (("allreduce_G_s", G), ("allreduce_D_s", D)):
+            size = module.num_parameters() + (sum(b.size for _, b in module.named_buffers()) if module is G else 0)
+            phases[name] = functools.partial(comm.allreduce_sum, xp.zeros(size, dtype=np.float32))
     return phases, cfg, xp, parts
 
 
-def measure(config_name, iters, device, parts=None):
-    phases, cfg, xp, parts = build_phases(config_name, device, parts)
+def measure(config_name, iters, device, parts=None, comm=None):
+    comm = comm or distributed.Single()
+    phases, cfg, xp, parts = build_phases(config_name, device, parts, comm)
     B = cfg["batch"]
     results = {}
     for name, fn in phases.items():
@@ -90,6 +102,7 @@ def measure(config_name, iters, device, parts=None):
             fn()
             synchronize(xp)
             times.append(time.perf_counter() - start)
+        comm.barrier()               # the next phase starts together on every rank
         results[name] = statistics.median(times)
     results["lazy_iter_s"] = results["G_main_s"] + results["D_main_s"] + results["D_r1_s"] / cfg["r1_interval"]
     results["img_per_s"] = B / results["lazy_iter_s"]
@@ -101,7 +114,7 @@ def measure(config_name, iters, device, parts=None):
                    malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
                    malloc_trim_threshold=os.environ.get("MALLOC_TRIM_THRESHOLD_"),
                    openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-                   nanostyle_threads=parallel.THREADS, parts=parts,
+                   nanostyle_threads=parallel.THREADS, parts=parts, processes=comm.size, dist=comm.name,
                    openblas_core=blas.core_name(), openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"))
     return results
 
@@ -112,10 +125,17 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--parts", type=int, default=None,
-                   help="parts of each batch computed at once on threads (default: as training picks; 1 = none)")
+                   help="parts of each batch computed at once on threads (default: as training picks; 1 = none); "
+                        "under mpiexec, of each process's rows")
+    p.add_argument("--dist", choices=["none", "mpi", "nccl"], help="under mpiexec: as train_oasis.py's --dist")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    results = measure(args.config, args.iters, args.device or backend.default_device(), args.parts)
+    device = args.device or backend.default_device()
+    comm = distributed.init(args.dist, device)
+    with comm.fail_together():
+        results = measure(args.config, args.iters, device, args.parts, comm)
+    if comm.rank != 0:
+        return
     for key, value in results.items():
         print(f"{key:24} {value:.4f}" if isinstance(value, float) else f"{key:24} {value}")
     if args.json:

@@ -3,6 +3,7 @@
     python examples/train_oasis.py --res 64                       # default data: MNI152 slices
     python examples/train_oasis.py --data keras_png_slices_train --res 64 --kimg 200
     python examples/train_oasis.py --resume runs/RUN --kimg 400   # continue a run exactly
+    mpiexec -n 2 python examples/train_oasis.py --res 64          # data-parallel over 2 processes
 
 Ctrl-C (SIGINT) or `kill` (SIGTERM) stops a run at the end of the current iteration, with a final
 snapshot, and prints the --resume line that continues it.
@@ -65,6 +66,9 @@ def _parser():
                         "only); the plan line says the disk this takes")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
+    p.add_argument("--dist", choices=["none", "mpi", "nccl"],
+                   help="how processes started by mpiexec share each batch (default: nccl when every process has a "
+                        "GPU of its own, else mpi; none for one process); --batch stays the whole batch")
     return p
 
 
@@ -73,7 +77,7 @@ def parse_args(argv=None):
 
 
 # what a resumed run takes (the rest is in its checkpoint): RESUME_OVERRIDES by their flags' names
-RESUME_OPTIONS = {"resume", *(("lr" if key in ("lr_G", "lr_D") else key) for key in RESUME_OVERRIDES)}
+RESUME_OPTIONS = {"resume", "dist", *(("lr" if key in ("lr_G", "lr_D") else key) for key in RESUME_OVERRIDES)}
 
 
 def given_options(argv=None):
@@ -86,9 +90,16 @@ def given_options(argv=None):
 
 @friendly_errors
 def main(argv=None):
+    from nanostyle import distributed
+    args = parse_args(argv)
+    comm = distributed.init(args.dist, args.device)    # a wrong launch: one line, before any work
+    with comm.fail_together():       # one rank's failure ends every rank
+        _train(args, argv, comm)
+
+
+def _train(args, argv, comm):
     from nanostyle.diversity import DiversityConfig
     from nanostyle.train import TrainConfig, train
-    args = parse_args(argv)
     if args.resume:
         ignored = sorted(given_options(argv) - RESUME_OPTIONS)
         if ignored:
@@ -99,7 +110,7 @@ def main(argv=None):
                              f"ignored; drop {them} (a resumed run takes only {taken}), "
                              f"or start a new run without --resume to use {them}")
         train(TrainConfig(kimg=args.kimg, minutes=args.minutes, device=args.device, keep=args.keep,
-                          lr_G=args.lr, lr_D=args.lr, gamma=args.gamma), resume=args.resume)
+                          lr_G=args.lr, lr_D=args.lr, gamma=args.gamma), resume=args.resume, comm=comm)
         return
     config = TrainConfig(data=args.data, res=args.res, kimg=args.kimg, minutes=args.minutes, batch=args.batch, seed=args.seed,
                          out=args.out, gamma=args.gamma, aug=args.aug, cfg=args.cfg, classes=args.classes, axis=args.axis,
@@ -107,7 +118,7 @@ def main(argv=None):
                          diversity=DiversityConfig(weight=args.diversity, until_kimg=args.diversity_until,
                                                    gate_kimg=args.diversity_gate, space=args.diversity_space),
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)
-    train(config)
+    train(config, comm=comm)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,17 @@ import sys as _sys
 if "numpy" not in _sys.modules:
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+# Processes that mpiexec started on one machine share its cores: each takes its share for OpenBLAS
+# and for nanostyle's threads (as torchrun sets OMP_NUM_THREADS=1), unless these are set already;
+# two processes with a thread per core each would fight over the cores (distributed.py).
+_local_ranks = _os.environ.get("MPI_LOCALNRANKS") or _os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or "1"
+if _local_ranks.isdigit() and int(_local_ranks) > 1:
+    _cores = len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else _os.cpu_count() or 1
+    _share = str(max(1, _cores // int(_local_ranks)))
+    _os.environ.setdefault("NANOSTYLE_NUM_THREADS", _share)
+    if "numpy" not in _sys.modules:
+        _os.environ.setdefault("OPENBLAS_NUM_THREADS", _share)
+
 from . import backend  # noqa: E402
 from .autograd import Tensor, Function, grad, no_grad, enable_grad, set_grad_enabled, concat, stack, where, tensor
 from . import gradcheck

@@ -8,7 +8,8 @@ One iteration (StyleGAN2-ADA's phases, batch B):
   Dreg   every r1_interval iterations: R1 * r1_interval -> the same Adam(D)
   G_ema  lerp towards G (half-life ema_kimg, ramped up)
 Lazy regularisation scales both optimisers' lr and betas by c = interval / (interval + 1).
-Each phase is one `phase_step`: on the CPU it computes the batch in parts at once, one per core.
+Each phase is one `phase_step`: on the CPU it computes the batch in parts at once, one per core;
+under mpiexec each process computes its rows and the gradients are summed across them (distributed.py).
 
 train() opens a run (new, or resumed from its checkpoint), states its plan, then loops. A run
 folder holds ckpt-<kimg>.npz and latest.npz (everything needed to continue bit-exactly: weights,
@@ -21,6 +22,7 @@ import dataclasses
 import fnmatch
 import functools
 import glob
+import hashlib
 import json
 import math
 import numbers
@@ -32,7 +34,7 @@ import time
 
 import numpy as np
 
-from . import backend, blas, parallel
+from . import backend, blas, distributed, parallel
 from .augment import AdaController, AugmentPipe
 from .autograd import Tensor, grad
 from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, temporary_files
@@ -242,7 +244,7 @@ class NonFiniteLoss(TrainingDiverged):
     """A phase's loss was NaN or infinite (nothing was stepped)."""
 
 
-def phase_step(module, optimizer, loss_of, batch, rng, parts=1, name="loss"):
+def phase_step(module, optimizer, loss_of, batch, rng, parts=1, name="loss", comm=None):
     """One optimiser step of `module` on a loss: forward, backward, sanitise, Adam.
 
     `loss_of(rows, rng, first)` -> (loss Tensor, stats dict) computes the loss of the minibatch
@@ -252,28 +254,42 @@ def phase_step(module, optimizer, loss_of, batch, rng, parts=1, name="loss"):
     (parallel.split_batch) with a generator seeded from `rng`, each part's loss weighted
     1 / parts and the gradients summed: the gradient of the whole batch's mean loss.
 
+    With a communicator `comm` of N > 1 processes (distributed.py) the batch is cut into N * parts
+    parts, seeds are drawn for all of them (every rank's `rng` advances alike), and rank r computes
+    parts r * parts to (r + 1) * parts - 1. The gradients, with the module's buffers as rank 0 left
+    them (part 0 updates w_avg), are summed across the ranks in one flat buffer, and the parts'
+    losses and stats are gathered: every rank gets what one process computes with the batch in
+    N * parts parts, and raises NonFiniteLoss with the others.
+
     Returns (stats, bad): the parts' stats averaged (arrays concatenated in row order) and the
     number of non-finite gradient entries zeroed. Raises NonFiniteLoss, before any step, when
     the loss is not finite."""
+    ranks = comm.size if comm is not None else 1
     optimizer.zero_grad()
-    if parts <= 1:
+    if parts * ranks <= 1:
         loss, stats = loss_of(slice(None), rng, True)
         _check_finite(float(loss.numpy()), name)
         loss.backward()
     else:
-        seeds = rng.integers(2 ** 63, size=parts)
+        total, first = parts * ranks, (comm.rank if comm is not None else 0) * parts
+        seeds = rng.integers(2 ** 63, size=total)
         params = [p for p in module.parameters() if p.requires_grad]
 
         def part(i):
-            rows = slice(i * batch // parts, (i + 1) * batch // parts)
+            i += first
+            rows = slice(i * batch // total, (i + 1) * batch // total)
             loss, stats = loss_of(rows, np.random.default_rng(seeds[i]), i == 0)
-            return float(loss.numpy()), stats, grad(loss * (1.0 / parts), params)
+            return float(loss.numpy()), stats, grad(loss * (1.0 / total), params)
 
         results = parallel.split_batch(part, parts)
+        if ranks > 1:
+            results = _gather_parts(comm, results, first, total)
         _check_finite(np.mean([value for value, _, _ in results]), name)
         for k, p in enumerate(params):
-            grads = [g[k].data for _, _, g in results if g[k] is not None]
+            grads = [g[k].data for _, _, g in results if g is not None and g[k] is not None]
             p.grad = Tensor(functools.reduce(np.add, grads)) if grads else None
+        if ranks > 1:
+            _allreduce_gradients(comm, params, [b for _, b in module.named_buffers()])
         stats = {key: (np.concatenate([s[key] for _, s, _ in results]) if isinstance(value, np.ndarray)
                        else float(np.mean([s[key] for _, s, _ in results])))
                  for key, value in results[0][1].items()}
@@ -285,6 +301,54 @@ def phase_step(module, optimizer, loss_of, batch, rng, parts=1, name="loss"):
 def _check_finite(value, name):
     if not math.isfinite(value):
         raise NonFiniteLoss(f"the {name} became {value}")
+
+
+def _gather_parts(comm, results, first, total):
+    """Every rank's (loss, stats, None) for all `total` parts in order, from this rank's parts
+    `first`, ... (with their gradients): a float64 all-reduce in which each rank fills its own
+    parts' rows. Array stats hold the same number of entries in every part."""
+    keys = list(results[0][1])
+    like = results[0][1]
+    table = np.zeros((total, 1 + sum(np.size(like[key]) for key in keys)))
+    for j, (value, stats, _) in enumerate(results):
+        table[first + j] = np.concatenate([[value]] + [np.ravel(stats[key]) for key in keys])
+    comm.allreduce_sum(table)
+    gathered = []
+    for i, row in enumerate(table):
+        stats, at = {}, 1
+        for key in keys:
+            size = np.size(like[key])
+            stats[key] = (row[at:at + size].astype(like[key].dtype).reshape(like[key].shape)
+                          if isinstance(like[key], np.ndarray) else float(row[at]))
+            at += size
+        own = first <= i < first + len(results)
+        gathered.append((float(row[0]), stats, results[i - first][2] if own else None))
+    return gathered
+
+
+def _allreduce_gradients(comm, params, buffers):
+    """Sum the ranks' gradients of `params`, and take `buffers` from rank 0 (the others add
+    zeros), in one all-reduce of one flat buffer; the gradients become views of it."""
+    xp, dtype = params[0].xp, params[0].dtype
+    tensors = [p.grad.data if p.grad is not None else None for p in params]
+    tensors += [b.data if comm.rank == 0 else None for b in buffers]
+    shapes = [p.shape for p in params] + [b.shape for b in buffers]
+    if any(t is not None and t.dtype != dtype for t in tensors):
+        raise ValueError(f"all-reduce: the parameters and buffers must share one dtype ({dtype})")
+    flat = xp.zeros(sum(math.prod(shape) for shape in shapes), dtype=dtype)
+    views, at = [], 0
+    for tensor, shape in zip(tensors, shapes):
+        size = math.prod(shape)
+        if tensor is not None:
+            flat[at:at + size] = tensor.reshape(-1)
+        views.append(flat[at:at + size].reshape(shape))
+        at += size
+    comm.allreduce_sum(flat)
+    for p, view in zip(params, views):
+        if p.grad is not None:
+            p.grad = Tensor(view)
+    for b, view in zip(buffers, views[len(params):]):
+        b.data = view.copy()
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -344,10 +408,13 @@ class _DataOrder:
 class Run:
     """One training run: its config, data, networks, optimisers, augmentation, loss, random
     generators, counters and folder. Built whole from a preset config and a dataset, and from a
-    checkpoint `(arrays, meta, path)` when it continues one (its networks and state)."""
+    checkpoint `(arrays, meta, path)` when it continues one (its networks and state). With a
+    communicator `comm` of N processes, config.parts counts the parts of each batch over all of
+    them; this process computes `parts` = config.parts / N of them."""
 
-    def __init__(self, config, dataset, checkpoint=None):
+    def __init__(self, config, dataset, checkpoint=None, comm=None):
         self.config, self.dataset, self.dir = config, dataset, config.out
+        self.comm, self.notes = comm or distributed.Single(), []
         arrays, meta, path = checkpoint if checkpoint else (None, {}, None)
         # {"G": kwargs, "D": kwargs}: a resumed run's own networks, even if the preset has changed since
         network = meta.get("network")
@@ -358,10 +425,23 @@ class Run:
                                         kwargs=(network["G"], network["D"]))
         self.G_ema = copy_module(self.G)
         check_minibatch_std_group(dataset, min(self.D.epilogue.mbstd_group_size or config.batch, config.batch))
+        ranks, group = self.comm.size, self.D.epilogue.mbstd_group_size
+        if ranks > 1 and config.batch % (ranks * group):
+            raise ValueError(f"--batch {config.batch} does not split among {ranks} processes in whole minibatch-stddev "
+                             f"groups of {group}: use a batch that is a multiple of {ranks * group}, or a number of "
+                             f"processes that divides {config.batch // group}")
+        if config.parts is not None and config.parts % ranks:
+            # a checkpoint's parts that these processes cannot share: split anew (other random draws)
+            self.notes.append(f"note: the checkpoint computes each batch in {config.parts} parts, which {ranks} "
+                              f"processes cannot share; continuing with {ranks} x "
+                              f"{default_parts(config.batch // ranks, self.D, config.device)} parts (the same training, "
+                              "other random draws from here on)")
+            config.parts = None
         if config.parts is None:       # saved in the checkpoint's config: a resumed run splits alike
-            config.parts = default_parts(config.batch, self.D, config.device)
+            config.parts = ranks * default_parts(config.batch // ranks, self.D, config.device)
         if config.parts < 1 or config.batch % config.parts:
             raise ValueError(f"parts {config.parts}: the batch ({config.batch}) must divide into that many parts")
+        self.parts = config.parts // ranks
         if config.device != "cpu":
             for module in (self.G, self.D, self.G_ema):
                 module.to(config.device)
@@ -433,8 +513,8 @@ class _Log:
     """Messages to the terminal and to the run's log.txt (those said before the folder exists are
     written once it does)."""
 
-    def __init__(self, to_stdout):
-        self.to_stdout, self.file, self.pending = to_stdout, None, []
+    def __init__(self, to_stdout, to_file=True):
+        self.to_stdout, self.to_file, self.file, self.pending = to_stdout, to_file, None, []
 
     def __call__(self, message):
         if self.to_stdout:
@@ -443,6 +523,8 @@ class _Log:
 
     def line(self, message):
         """log.txt only."""
+        if not self.to_file:
+            return
         if self.file is None:
             self.pending.append(message)
         else:
@@ -539,10 +621,12 @@ RESUME_OVERRIDES = ("kimg", "minutes", "device", "keep", "lr_G", "lr_D", "gamma"
                                                                                      # takes from the caller
 
 
-def open_run(config, resume=None, log=print):
+def open_run(config, resume=None, log=print, comm=None):
     """A Run: new from `config` (preset here), or continued from `resume` (a run folder or a
     checkpoint), taking only RESUME_OVERRIDES from `config`; its folder created (and cleared of
-    temporaries a killed write left), its data loaded. Options are checked before anything else."""
+    temporaries a killed write left), its data loaded. Options are checked before anything else.
+    With several processes (`comm`) each opens it alike; rank 0 names, creates and clears the folder."""
+    comm = comm or distributed.Single()
     checkpoint = None
     if resume:
         run_dir, path, arrays, meta = _checkpoint_to_resume(resume, log)
@@ -571,15 +655,18 @@ def open_run(config, resume=None, log=print):
         config.preset(log)
         if config.out is None:
             config.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-res{config.res}")
+        config.out = comm.broadcast_json(config.out)      # rank 0's clock names it
         if os.path.isdir(config.out):
             readable, unreadable = _checkpoints(config.out)
             if readable or unreadable:
                 raise ValueError(f"--out {config.out!r} already holds a run's checkpoints "
                                  f"({(readable or unreadable)[0][0]}); continue it with --resume {config.out}, "
                                  "or pick another --out")
-        os.makedirs(config.out, exist_ok=True)
-    _remove_temporaries(config.out, log)
-    return Run(config, load_dataset(config, log), checkpoint)
+        if comm.rank == 0:
+            os.makedirs(config.out, exist_ok=True)
+    if comm.rank == 0:
+        _remove_temporaries(config.out, log)
+    return Run(config, load_dataset(config, log), checkpoint, comm)
 
 
 def plan(run):
@@ -591,7 +678,7 @@ def plan(run):
             f"every {c.r1_interval}, augmentation {c.aug}"
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (run.floor.describe() + ", " if run.floor else "")
-            + f"device {c.device}" + (f" ({c.parts} parts of each batch at once on threads)" if c.parts > 1 else "")
+            + f"device {c.device}" + _sharing(run)
             + f"; snapshots every {c.snap_kimg} kimg into {run.dir}" + _disk_use(run))
 
 
@@ -615,25 +702,43 @@ def _size(num_bytes):
     return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.3g} MB"
 
 
-def train(config=None, resume=None, log_to_stdout=True, **overrides):
+def _sharing(run):
+    """The plan's words for how each batch is shared out among processes and threads."""
+    threads = f"{run.parts} parts of each batch at once on threads"
+    if run.comm.size == 1:
+        return f" ({threads})" if run.parts > 1 else ""
+    return (f", {run.comm.describe()}, each computing {run.config.batch // run.comm.size} rows of each batch"
+            + (f" ({threads})" if run.parts > 1 else ""))
+
+
+def train(config=None, resume=None, log_to_stdout=True, comm=None, **overrides):
     """Train a new run from `config` (a TrainConfig; keyword `overrides` set its fields), or
-    continue the run `resume` (its folder or a checkpoint). Returns the run folder.
+    continue the run `resume` (its folder or a checkpoint). Returns the run folder. With a
+    communicator `comm` (distributed.init) every process calls this alike; rank 0 alone writes.
 
     SIGINT (Ctrl-C) and SIGTERM (what `kill` and job schedulers send) stop it at the end of the
     current iteration, with a final snapshot unless the last one is under FINAL_SNAPSHOT_S of
-    training old, and raise TrainingStopped, whose message names the checkpoint to resume from."""
+    training old, and raise TrainingStopped, whose message names the checkpoint to resume from.
+    Under several processes rank 0's signals decide for all."""
     config = config or TrainConfig()
     for key, value in overrides.items():
         setattr(config, key, value)
-    log = _Log(log_to_stdout)
+    comm = comm or distributed.Single()
+    log = _Log(log_to_stdout and comm.rank == 0, to_file=comm.rank == 0)
     run = None
     try:
         with _StopSignals() as stop:
             try:
-                run = open_run(config, resume, log)
-                log.open(run.dir)
+                run = open_run(config, resume, log, comm)
+                if comm.rank == 0:
+                    log.open(run.dir)
                 log.line("config: " + json.dumps(dataclasses.asdict(run.config), indent=1))
                 log(plan(run))
+                for note in run.notes:
+                    log(note)
+                if comm.size > 1:
+                    log.line("processes: " + distributed.processes(comm))
+                    _check_ranks_agree(run, "at the start")
                 advice = blas.kernel_advice() if run.config.device == "cpu" else None
                 if advice:
                     log(advice)
@@ -707,6 +812,30 @@ def _stop_message(stopped, run, folder):
             f"Continue with --resume {folder}")
 
 
+def _fingerprint(run):
+    """A checksum of everything an iteration depends on: weights, optimiser moments, RNG and data
+    order, counters (not the records, whose img/s is each rank's own), and a sample of the data."""
+    arrays, meta = run.state()
+    meta.pop("records")
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode("utf-8"))
+    for key in sorted(arrays):
+        digest.update(key.encode("utf-8"))
+        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    images = run.dataset.images
+    digest.update(np.ascontiguousarray(images[::max(1, len(images) // 64)]).tobytes())
+    return int.from_bytes(digest.digest()[:7], "little")
+
+
+def _check_ranks_agree(run, when):
+    """Raise on every rank when some rank's run differs from rank 0's (an all-reduce of checksums)."""
+    sums = run.comm.allgather(np.array(_fingerprint(run), dtype=np.int64))
+    differ = [rank for rank, value in enumerate(sums) if value != sums[0]]
+    if differ:
+        raise ValueError(f"{', '.join(f'rank {r}' for r in differ)} {'holds' if len(differ) == 1 else 'hold'} other "
+                         f"weights or state than rank 0 {when}: every process must build the same run (the same "
+                         "nanostyle, data, --seed and checkpoint on every machine)")
+
+
 def _loop(run, log, stop=None):
     """Iterations until --kimg, the time budget or a signal (`stop`, a _StopSignals), with
     snapshots (and metrics) on the way."""
@@ -717,7 +846,7 @@ def _loop(run, log, stop=None):
     metrics_nimg = int(round((config.metrics_kimg or 0) * 1000))
     next_snap = (run.cur_nimg // snap_nimg + 1) * snap_nimg
     next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg if metrics_nimg else None
-    progress = _progress_bar(total_nimg, run.cur_nimg)
+    progress = _progress_bar(total_nimg, run.cur_nimg, show=run.comm.rank == 0)
     start_time, start_nimg = time.time(), run.cur_nimg
     last_snapshot = start_time if run.cur_nimg else None    # a resumed run's checkpoint is its last
     budget_s = (config.minutes or 0) * 60
@@ -743,17 +872,22 @@ def _loop(run, log, stop=None):
             progress.update(config.batch, record, (budget_s - elapsed) / 60 if budget_s else None)
             for message in notes:
                 say(message)
-            if stop is not None and stop.signum is not None:
-                age = None if last_snapshot is None else time.time() - last_snapshot
-                if age is None or age > FINAL_SNAPSHOT_S:
-                    _snapshot(run, fixed_z, log, False, progress.write)
-                raise TrainingStopped(signum=stop.signum, in_loop=True, wrote=age is None or age > FINAL_SNAPSHOT_S,
-                                      age_s=age)
+            signum = stop.signum if stop is not None else None
+            age = None if last_snapshot is None else time.time() - last_snapshot
+            write_final = age is None or age > FINAL_SNAPSHOT_S
             done = run.cur_nimg >= total_nimg
-            if budget_s and not done and elapsed + reserve_s >= budget_s:
+            if budget_s and not done and signum is None and elapsed + reserve_s >= budget_s:
                 say(f"time budget: {config.minutes:g} minutes reached at {run.cur_nimg / 1000:.3f} kimg "
                     f"(of {config.kimg}); taking the final snapshot (--minutes 0 trains to --kimg)")
                 done = True
+            if run.comm.size > 1:        # rank 0's clock and the signals it got decide for every rank
+                done, signum, write_final = (int(v) for v in run.comm.broadcast(
+                    np.array([done, signum or 0, write_final], dtype=np.int64)))
+                signum = signum or None
+            if signum is not None:
+                if write_final:
+                    _snapshot(run, fixed_z, log, False, progress.write)
+                raise TrainingStopped(signum=signum, in_loop=True, wrote=bool(write_final), age_s=age)
             if run.cur_nimg >= next_snap or done:
                 snap_start = time.time()
                 with_metrics = bool(metrics_nimg) and (run.cur_nimg >= next_metrics or done)
@@ -765,6 +899,7 @@ def _loop(run, log, stop=None):
                 if metrics_nimg and run.cur_nimg >= next_metrics:
                     next_metrics = (run.cur_nimg // metrics_nimg + 1) * metrics_nimg
                 next_snap = (run.cur_nimg // snap_nimg + 1) * snap_nimg
+                run.comm.barrier()       # the others wait for rank 0's writing without spinning
             if done:
                 break
     finally:
@@ -777,15 +912,17 @@ def _training_iteration(run):
     config, rng = run.config, run.rng
     B, xp = config.batch, backend.xp_for_device(config.device)
     notes = []
-    reals = run.dataset.batch(run.order.next(B))
-    flip = rng.random(B) < 0.5
+    # every process draws the whole batch and reads only its own rows of the images
+    mine = slice(B * run.comm.rank // run.comm.size, B * (run.comm.rank + 1) // run.comm.size)
+    reals = run.dataset.batch(run.order.next(B)[mine])
+    flip = (rng.random(B) < 0.5)[mine]
     if config.mirror:
         reals = np.where(flip[:, None, None, None], reals[:, :, :, ::-1], reals)
     real = Tensor(xp.asarray(np.ascontiguousarray(reals)))
     stats = {}
 
-    def step(module, optimizer, name, loss_of, parts=config.parts):
-        s, bad = phase_step(module, optimizer, loss_of, B, rng, parts=parts, name=name)
+    def step(module, optimizer, name, loss_of, parts=run.parts, comm=run.comm):
+        s, bad = phase_step(module, optimizer, loss_of, B, rng, parts=parts, name=name, comm=comm)
         run.bad_gradients += bad
         return s
 
@@ -798,17 +935,19 @@ def _training_iteration(run):
     if run.floor:
         notes += filter(None, [run.floor.observe(stats, run.cur_nimg + B)])
 
-    # Greg (path length), every G_reg_interval iterations when enabled (never split: pl_mean is shared)
+    # Greg (path length), every G_reg_interval iterations when enabled (never split: pl_mean is
+    # shared; every process computes the same whole step)
     if config.pl_weight and run.iteration % config.G_reg_interval == 0:
         stats.update(step(run.G, run.opt_G, "path-length penalty",
-                          lambda rows, r, first: run.loss.pl_loss(z, r, gain=config.G_reg_interval), parts=1))
+                          lambda rows, r, first: run.loss.pl_loss(z, r, gain=config.G_reg_interval), parts=1,
+                          comm=None))
 
     # Dmain
     run.G.requires_grad_(False)
     run.D.requires_grad_(True)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
     s = step(run.D, run.opt_D, "discriminator loss",
-             lambda rows, r, first: run.loss.discriminator_loss(real[rows], z[rows], r))
+             lambda rows, r, first: run.loss.discriminator_loss(real[_shift(rows, mine)], z[rows], r))
     real_logits = s.pop("real_logits")
     if run.ada is not None:
         run.ada.accumulate(real_logits)
@@ -818,13 +957,18 @@ def _training_iteration(run):
     # Dreg (lazy R1)
     if config.gamma > 0 and run.iteration % config.r1_interval == 0:
         stats.update(step(run.D, run.opt_D, "R1 penalty",
-                          lambda rows, r, first: run.loss.r1_loss(real[rows], r, gain=config.r1_interval)))
+                          lambda rows, r, first: run.loss.r1_loss(real[_shift(rows, mine)], r, gain=config.r1_interval)))
 
     # G_ema
     ema_update(run.G_ema, run.G, ema_beta(B, run.cur_nimg, config.ema_kimg, config.ema_rampup))
     run.G.requires_grad_(True)
     stats["bad_gradients"] = run.bad_gradients
     return stats, notes
+
+
+def _shift(rows, mine):
+    """The batch's rows `rows` (within `mine`) as rows of an array that holds only `mine`."""
+    return slice((rows.start or 0) - mine.start, None if rows.stop is None else rows.stop - mine.start)
 
 
 # ---- snapshots ---------------------------------------------------------------------------------
@@ -858,12 +1002,17 @@ def _all_finite(module):
 
 
 def _snapshot(run, fixed_z, log, with_metrics, say=print):
-    """Fakes grid, metrics (with_metrics), checkpoints and plots; returns the metrics record."""
+    """Fakes grid, metrics (with_metrics), checkpoints and plots; returns the metrics record.
+    Every rank checks the weights; rank 0 alone writes."""
     kimg = run.cur_nimg / 1000
     tag = f"{kimg:08.3f}"  # fixed width, so file names sort in training order
-    viz.save_image_grid(run.G_ema.generate(z=fixed_z), os.path.join(run.dir, f"fakes-{tag}.png"))
     if not (_all_finite(run.G) and _all_finite(run.D)):
         raise _diverged(run, "the weights became non-finite")
+    if run.comm.size > 1:
+        _check_ranks_agree(run, f"at {kimg:.3f} kimg")
+        if run.comm.rank != 0:
+            return {}
+    viz.save_image_grid(run.G_ema.generate(z=fixed_z), os.path.join(run.dir, f"fakes-{tag}.png"))
     record = dict(kimg=kimg, **{k: v for k, v in run.records[-1].items() if k != "kimg"}) if run.records else {"kimg": kimg}
     if with_metrics:
         record.update(_quick_metrics(run.G_ema, run.dataset.images))
@@ -922,7 +1071,7 @@ def _diversity_note(ratio):
     return f"{ratio:.2f} LOW: possible collapse" if ratio < COLLAPSE_RATIO else f"{ratio:.2f}"
 
 
-def _progress_bar(total, initial):
+def _progress_bar(total, initial, show=True):
     from tqdm import tqdm
 
     class Bar:
@@ -931,7 +1080,7 @@ def _progress_bar(total, initial):
         def __init__(self):
             # no tqdm ETA (it counts to --kimg): update() shows the end that comes first
             self.bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
-                            file=sys.stderr, mininterval=1.0, smoothing=0.1,
+                            file=sys.stderr, mininterval=1.0, smoothing=0.1, disable=not show,
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]")
 
         def update(self, n, record, minutes_left=None):
@@ -952,7 +1101,8 @@ def _progress_bar(total, initial):
             self.bar.update(n)
 
         def write(self, message):
-            self.bar.write(message, file=sys.stderr)
+            if show:
+                self.bar.write(message, file=sys.stderr)
 
         def close(self):
             self.bar.close()
