@@ -325,3 +325,21 @@ def test_generate_clips_to_the_data_range_as_the_pictures_do():
     clipped = loud.generate(seeds=range(3))
     assert np.abs(raw).max() > 1 and clipped.min() >= -1 and clipped.max() <= 1
     np.testing.assert_allclose(clipped, np.clip(raw, -1, 1), atol=1e-5)
+
+
+def test_plot_latents_pca_and_cli(tmp_path):
+    import examples_helpers  # noqa: F401  (puts examples/ on the path)
+    from plot_latents import pca
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 5)) * np.array([3.0, 2.0, 1.0, 0.5, 0.1]) + 7.0
+    coordinates, share = pca(x)
+    variance = np.array([9.0, 4.0, 1.0, 0.25, 0.01])
+    np.testing.assert_allclose(share, variance[:2] / variance.sum(), rtol=0.05)
+    np.testing.assert_allclose(coordinates.var(axis=0), variance[:2], rtol=0.1)
+    result = _cli(os.path.join(ROOT, "examples", "plot_latents.py"), "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--method {pca,umap,both}" in result.stdout
+    run = train(tiny_config(tmp_path / "run"), log_to_stdout=False)
+    result = _cli(os.path.join(ROOT, "examples", "plot_latents.py"), "--ckpt", os.path.join(run, "latest.npz"),
+                  "--num", "32", "--out", str(tmp_path / "w.png"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "w.png").size[0] > 300 and "unconditional" in result.stdout
