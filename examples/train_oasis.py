@@ -3,6 +3,7 @@
     python examples/train_oasis.py --res 64                       # default data: MNI152 slices
     python examples/train_oasis.py --data keras_png_slices_train --res 64 --kimg 200
     python examples/train_oasis.py --resume runs/RUN --kimg 400   # continue a run exactly
+    python examples/train_oasis.py --data DIR --classes AD,NC --cond   # one model, sampled per class
 
 With no options on a CPU it picks the narrow 'cpu' networks and a length that gives visible
 brains in about an hour, and prints what it chose.
@@ -49,6 +50,9 @@ def _parser():
                    help="network config: auto (StyleGAN2-ADA's widths), bench64 (the speed yardstick), cpu "
                         "(narrow, for a CPU hour); default: cpu on a CPU, auto with a GPU")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")
+    p.add_argument("--cond", action="store_true",
+                   help="train a conditional StyleGAN2 on the --classes labels (sample a class with "
+                        "sample.py --class NAME)")
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
@@ -91,6 +95,7 @@ def main(argv=None):
                          diversity=DiversityConfig(weight=args.diversity, until_kimg=args.diversity_until,
                                                    gate_kimg=args.diversity_gate, space=args.diversity_space),
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)
+    config.cond = args.cond
     train(config)
 
 

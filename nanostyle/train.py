@@ -51,6 +51,7 @@ class TrainConfig:
     data: str = None                 # image folder; None = the shipped MNI152 slices
     res: int = 64
     classes: str = None
+    cond: bool = False               # G and D conditional on the class labels (--classes)
     cfg: str = None                  # network config (networks.CONFIGS); None = cpu on a CPU, auto on a GPU
     kimg: float = None               # thousands of real images to show D
     minutes: float = None            # wall-clock budget of the training loop; 0 = none
@@ -268,6 +269,9 @@ class Run:
         network = meta.get("network")
         if not (isinstance(network, dict) and {"G", "D"} <= network.keys()):
             network = dict(zip(("G", "D"), network_kwargs(config.cfg, config.res)))
+        self.class_names = _class_names(config, dataset)      # [] for an unconditional run
+        if self.class_names and "c_dim" not in network["G"]:
+            network = {key: dict(kwargs, c_dim=len(self.class_names)) for key, kwargs in network.items()}
         self.network = network
         self.G, self.D = build_networks(config.cfg, config.res, seed=config.seed,
                                         kwargs=(network["G"], network["D"]))
@@ -286,7 +290,8 @@ class Run:
         self.pipe = AugmentPipe(pivot=config.ada_pivot) if config.aug == "ada" else None
         self.ada = AdaController(self.pipe, config.batch, target=config.ada_target, kimg=config.ada_kimg) \
             if self.pipe is not None else None
-        self.floor = DiversityFloor.from_data(config.diversity, dataset.images, config.batch) \
+        self.floor = DiversityFloor.from_data(config.diversity, dataset.images, config.batch, dataset.labels,
+                                              self.class_names or None) \
             if config.diversity.weight > 0 else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
                                   style_mixing_prob=config.style_mixing_prob, pl_weight=config.pl_weight,
@@ -298,6 +303,22 @@ class Run:
         self.records = []
         if checkpoint:
             self._restore(arrays, meta, path)
+
+    def labels(self, indices):
+        """One-hot labels (a Tensor on the run's device) of the training images `indices`; None
+        for an unconditional run."""
+        if not self.class_names:
+            return None
+        one_hot = np.eye(len(self.class_names), dtype=np.float32)[self.dataset.labels[indices]]
+        return Tensor(backend.xp_for_device(self.config.device).asarray(one_hot))
+
+    def fake_labels(self, count):
+        """Labels for `count` generated images, drawn from the data's label distribution (the labels
+        of training images picked at random with the run's generator, as StyleGAN2-ADA does); None,
+        drawing nothing, for an unconditional run."""
+        if not self.class_names:
+            return None
+        return self.labels(self.rng.integers(len(self.dataset), size=count))
 
     def state(self):
         """(arrays, meta) of a checkpoint that continues this run exactly."""
@@ -313,6 +334,8 @@ class Run:
                     ada=self.ada.state_dict() if self.ada else None, bad_gradients=self.bad_gradients,
                     pl_mean=self.loss.pl_mean, diversity=self.floor.state_dict() if self.floor else None,
                     records=self.records[-2000:], network=self.network)
+        if self.class_names:
+            meta["class_names"] = list(self.class_names)
         return arrays, meta
 
     def _restore(self, arrays, meta, path):
@@ -324,6 +347,9 @@ class Run:
             if meta["data_size"] != self.order.n:
                 raise ValueError(f"the checkpoint was trained on {meta['data_size']} images, the data now has "
                                  f"{self.order.n}; resume with the same --data")
+            if meta.get("class_names", []) != self.class_names:
+                raise ValueError(f"the checkpoint's classes are {meta.get('class_names', [])}, the data's are "
+                                 f"{self.class_names}; resume with the same --data and --classes")
             self.order.order = arrays["data/order"]
             self.order.position = meta["data_position"]
             self.rng.bit_generator.state = meta["rng"]
@@ -339,6 +365,23 @@ class Run:
                                            self.cur_nimg)
         except (KeyError, ValueError) as error:
             raise CheckpointError(f"{path!r} does not fit this run's configuration: {error}") from None
+
+
+def _class_names(config, dataset):
+    """The classes a conditional run (--cond) learns: the dataset's, checked; [] without --cond."""
+    if not config.cond:
+        return []
+    names = list(dataset.class_names)
+    if len(names) < 2:
+        raise DataError(f"--cond trains on class labels, but the data has {len(names) or 'no'} class"
+                        f"{'' if len(names) == 1 else 'es'}: pass --data FOLDER --classes A,B with two or more "
+                        "of its subfolders (e.g. --classes AD,NC)")
+    counts = np.bincount(dataset.labels, minlength=len(names))
+    if counts.min() == 0:
+        empty = [n for n, k in zip(names, counts) if k == 0]
+        raise DataError(f"--cond: class folder(s) {empty} hold no readable images; add images or leave them "
+                        "out of --classes")
+    return names
 
 
 # ---- train(): open the run, state the plan, loop -------------------------------------------------
@@ -412,8 +455,13 @@ def plan(run):
     """The plan line: what the run will do, with what."""
     c = run.config
     budget = f" or {c.minutes:g} minutes, whichever comes first," if c.minutes else ""
+    classes = ""
+    if run.class_names:
+        counts = np.bincount(run.dataset.labels, minlength=len(run.class_names))
+        classes = ", conditional on " + ", ".join(f"{n} ({k} images)" for n, k in zip(run.class_names, counts))
     return (f"plan: {c.kimg} kimg{budget} at batch {c.batch}, network '{c.cfg}' (G {run.G.num_parameters():,} / "
-            f"D {run.D.num_parameters():,} parameters), lr {c.lr_G:g} / {c.lr_D:g} (G / D), R1 gamma {c.gamma} "
+            f"D {run.D.num_parameters():,} parameters){classes}, lr {c.lr_G:g} / {c.lr_D:g} (G / D), "
+            f"R1 gamma {c.gamma} "
             f"every {c.r1_interval}, augmentation {c.aug}"
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (run.floor.describe() + ", " if run.floor else "")
@@ -506,11 +554,13 @@ def _training_iteration(run):
     config, rng = run.config, run.rng
     B, xp = config.batch, backend.xp_for_device(config.device)
     notes = []
-    reals = to_float(run.dataset.images[run.order.next(B)])
+    indices = run.order.next(B)
+    reals = to_float(run.dataset.images[indices])
     flip = rng.random(B) < 0.5
     if config.mirror:
         reals = np.where(flip[:, None, None, None], reals[:, :, :, ::-1], reals)
     real = Tensor(xp.asarray(np.ascontiguousarray(reals)))
+    real_c = run.labels(indices)            # labels are None in an unconditional run
     stats = {}
 
     def step(module, optimizer, name, loss_of, parts=config.parts):
@@ -522,22 +572,25 @@ def _training_iteration(run):
     run.G.requires_grad_(True)
     run.D.requires_grad_(False)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
+    c = run.fake_labels(B)
     stats.update(step(run.G, run.opt_G, "generator loss",
-                      lambda rows, r, first: run.loss.generator_loss(z[rows], r, update_emas=first)))
+                      lambda rows, r, first: run.loss.generator_loss(z[rows], r, update_emas=first, c=_rows(c, rows))))
     if run.floor:
         notes += filter(None, [run.floor.observe(stats, run.cur_nimg + B)])
 
     # Greg (path length), every G_reg_interval iterations when enabled (never split: pl_mean is shared)
     if config.pl_weight and run.iteration % config.G_reg_interval == 0:
         stats.update(step(run.G, run.opt_G, "path-length penalty",
-                          lambda rows, r, first: run.loss.pl_loss(z, r, gain=config.G_reg_interval), parts=1))
+                          lambda rows, r, first: run.loss.pl_loss(z, r, gain=config.G_reg_interval, c=c), parts=1))
 
     # Dmain
     run.G.requires_grad_(False)
     run.D.requires_grad_(True)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
+    c = run.fake_labels(B)
     s = step(run.D, run.opt_D, "discriminator loss",
-             lambda rows, r, first: run.loss.discriminator_loss(real[rows], z[rows], r))
+             lambda rows, r, first: run.loss.discriminator_loss(real[rows], z[rows], r, real_c=_rows(real_c, rows),
+                                                                gen_c=_rows(c, rows)))
     real_logits = s.pop("real_logits")
     if run.ada is not None:
         run.ada.accumulate(real_logits)
@@ -547,13 +600,18 @@ def _training_iteration(run):
     # Dreg (lazy R1)
     if config.gamma > 0 and run.iteration % config.r1_interval == 0:
         stats.update(step(run.D, run.opt_D, "R1 penalty",
-                          lambda rows, r, first: run.loss.r1_loss(real[rows], r, gain=config.r1_interval)))
+                          lambda rows, r, first: run.loss.r1_loss(real[rows], r, gain=config.r1_interval,
+                                                                  c=_rows(real_c, rows))))
 
     # G_ema
     ema_update(run.G_ema, run.G, ema_beta(B, run.cur_nimg, config.ema_kimg, config.ema_rampup))
     run.G.requires_grad_(True)
     stats["bad_gradients"] = run.bad_gradients
     return stats, notes
+
+
+def _rows(labels, rows):
+    return None if labels is None else labels[rows]
 
 
 # ---- snapshots ---------------------------------------------------------------------------------
@@ -566,13 +624,16 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
     """Fakes grid, metrics (with_metrics), checkpoints and plots; returns the metrics record."""
     kimg = run.cur_nimg / 1000
     tag = f"{kimg:08.3f}"  # fixed width, so file names sort in training order
-    viz.save_image_grid(run.G_ema.generate(z=fixed_z), os.path.join(run.dir, f"fakes-{tag}.png"))
+    columns = math.ceil(math.sqrt(len(fixed_z)))
+    # a conditional run's grid: the classes row after row
+    fixed_c = (np.arange(len(fixed_z)) // columns) % len(run.class_names) if run.class_names else None
+    viz.save_image_grid(run.G_ema.generate(z=fixed_z, c=fixed_c), os.path.join(run.dir, f"fakes-{tag}.png"), columns)
     if not (_all_finite(run.G) and _all_finite(run.D)):
         raise TrainingDiverged(f"non-finite weights at {kimg:.3f} kimg; latest.npz was not overwritten")
     record = dict(kimg=kimg, **{k: v for k, v in run.records[-1].items() if k != "kimg"}) if run.records else {"kimg": kimg}
     if with_metrics:
-        record.update(_quick_metrics(run.G_ema, run.dataset.images))
-        _guard_collapse(record, log.line, say)
+        record.update(_class_metrics(run) if run.class_names else _quick_metrics(run.G_ema, run.dataset.images))
+        _guard_collapse(record, log.line, say, run.class_names)
     with open(os.path.join(run.dir, "metrics.jsonl"), "a") as handle:
         handle.write(json.dumps(record) + "\n")
     arrays, meta = run.state()
@@ -590,28 +651,48 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
     return record
 
 
-def _quick_metrics(G_ema, images):
-    """metrics.evaluate of up to 256 samples against as many training images (the first ones)."""
+def _quick_metrics(G_ema, images, c=None, num=256):
+    """metrics.evaluate of up to `num` samples (of class `c`, for a conditional G) against as many
+    training images (the first ones)."""
     from . import metrics
-    num = min(len(images), 256)
-    fakes = G_ema.generate(seeds=range(10_000, 10_000 + num), noise_mode="random")
+    num = min(len(images), num)
+    fakes = G_ema.generate(seeds=range(10_000, 10_000 + num), c=c, noise_mode="random")
     results = metrics.evaluate(to_float(images[:num]), fakes, seed=0)
     return {k: float(v) for k, v in results.items()}
+
+
+def _class_metrics(run):
+    """_quick_metrics per class, each class's samples against that class's training images (up
+    to 256 / classes of each, at least 64), as "<class>/<metric>". The plain keys hold the mean
+    over the classes, except diversity_ratio: the lowest class's, which the progress line shows."""
+    per_class = {}
+    num = max(64, 256 // len(run.class_names))
+    for label, name in enumerate(run.class_names):
+        rows = np.flatnonzero(run.dataset.labels == label)[:num]
+        per_class[name] = _quick_metrics(run.G_ema, run.dataset.images[rows], c=label, num=num)
+    record = {f"{name}/{key}": value for name, results in per_class.items() for key, value in results.items()}
+    for key in set.intersection(*(set(results) for results in per_class.values())):
+        values = [results[key] for results in per_class.values()]
+        record[key] = float(min(values) if key == "diversity_ratio" else np.mean(values))
+    return record
 
 
 COLLAPSE_RATIO = 0.5   # generated diversity below this share of the real diversity: warn
 
 
-def _guard_collapse(record, log_line, say):
-    """Say so, on a line of its own and in log.txt, when the samples are much less varied than
-    the data; the progress line keeps saying it until the next metrics (Bar.update)."""
-    ratio = record.get("diversity_ratio")
-    if ratio is not None and ratio < COLLAPSE_RATIO:
-        message = (f"warning: possible mode collapse at {record['kimg']:.3f} kimg: generated diversity is "
-                   f"{ratio:.2f} of the real diversity (below {COLLAPSE_RATIO})")
-        say(message)
-        log_line(message)
-        record["collapse_warning"] = True
+def _guard_collapse(record, log_line, say, class_names=()):
+    """Say so, on a line of its own and in log.txt, when the samples (of any class, in a conditional
+    run) are much less varied than the data (of that class); the progress line keeps saying it
+    until the next metrics (Bar.update)."""
+    for name in class_names or [None]:
+        ratio = record.get("diversity_ratio" if name is None else f"{name}/diversity_ratio")
+        if ratio is not None and ratio < COLLAPSE_RATIO:
+            of = "" if name is None else f" of class {name}"
+            message = (f"warning: possible mode collapse{of} at {record['kimg']:.3f} kimg: generated diversity{of} "
+                       f"is {ratio:.2f} of the real diversity{of} (below {COLLAPSE_RATIO})")
+            say(message)
+            log_line(message)
+            record["collapse_warning"] = True
 
 
 def _diversity_note(ratio):
