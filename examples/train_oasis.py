@@ -18,16 +18,20 @@ from nanostyle.train import RESUME_OVERRIDES
 def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="folder of PNG/JPG slices, searched recursively (default: shipped MNI152 slices)")
-    p.add_argument("--res", type=int, default=64, help="image resolution, a power of two (default 64)")
+    p.add_argument("--res", type=int, default=64,
+                   help="image resolution, a power of two (default 64; 128 and 256 take StyleGAN2-ADA's settings "
+                        "for them; the default data is 128x128)")
     p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D")
     p.add_argument("--minutes", type=float,
                    help="wall-clock budget of the training loop: when it is reached the run ends with a final "
                         "snapshot and metrics (default 55 on the CPU, so the default run fits an hour; 0 = none)")
-    p.add_argument("--batch", type=int, help="minibatch size (default 16)")
+    p.add_argument("--batch", type=int, help="minibatch size (default 16; with --cfg auto from 128 px "
+                                             "StyleGAN2-ADA's min(4096 / res, 32))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg")
-    p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
+    p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64; above, StyleGAN2-ADA's "
+                                                "0.0002 * res^2 / batch)")
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
                                             "networks, 0.0025 as StyleGAN2 otherwise)")
     p.add_argument("--diversity", type=float, metavar="WEIGHT",

@@ -410,13 +410,16 @@ def network_kwargs(cfg, res):
     """(G_kwargs, D_kwargs) for a named configuration at resolution `res`.
 
     auto:    StyleGAN2-ADA's 'auto' spec: channel_base 16384 (32768 from 512 up), channel_max
-             512, 2 mapping layers, z = w = 512.
+             512, 2 mapping layers at every resolution, z = w = 512.
     bench64: the fixed speed yardstick of DESIGN.md (res 64 only).
     cpu:     narrow widths for a useful hour on a 2-core CPU, and no per-pixel noise inputs
              (use_noise=False; StyleGAN3 dropped them too).
              A conditional D maps labels through 2 layers, not ADA's 8: eight random lrelu
              layers give different labels nearly parallel cmaps at the start, so D would tell
              the classes apart only late in a run this short.
+             At 128 and 256 px it scales as 'auto' does: the same channel_base, so each octave
+             above 16 px halves the width (32 at 64, 16 at 128, 8 at 256) and every such block
+             costs about the same multiply-adds.
     tiny:    a few channels, for tests only (a conditional D: 2 mapping layers, as cpu).
     """
     _check_resolution(res)

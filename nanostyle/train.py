@@ -116,15 +116,13 @@ class TrainConfig:
         cpu_like = self.cfg in ("cpu", "tiny")
         floor = self.cfg in ("cpu", "auto")    # both collapsed on the default data without it ("GPU",
                                                # "The diversity floor, and the collapse it replaced")
+        ada_auto = self.cfg == "auto" and self.res >= 128   # StyleGAN2-ADA's 'auto' spec on one GPU
         defaults = dict(
-            batch=16 if self.cfg != "tiny" else 4,
-            # R1 weight: 0.1 at res <= 64 ("The diversity floor, and the collapse it replaced")
-            gamma=0.1 if self.res <= 64 else (2.0 if self.res <= 128 else 10.0),
+            batch=(min(4096 // self.res, 32) if ada_auto else 16) if self.cfg != "tiny" else 4,
             style_mixing_prob=0.0 if self.cfg in ("bench64", "tiny") else 0.9,
             pl_weight=0.0 if cpu_like or self.cfg == "bench64" else 2.0,
             # ADA's 500 kimg suits thousands of images; D overfits the 123 default slices in a few kimg ("GPU")
             ada_kimg=500.0 if self.cfg == "bench64" else 10.0,
-            ema_kimg=2.0 if cpu_like else 10.0,
             # "Learning rate: 0.004 against StyleGAN2's 0.0025"
             lr_G=0.004 if self.cfg == "cpu" else 0.0025,
             lr_D=0.004 if self.cfg == "cpu" else 0.0025,
@@ -137,6 +135,11 @@ class TrainConfig:
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.gamma is None:   # R1 weight: 0.1 at res <= 64 ("The diversity floor, and the collapse it
+                                 # replaced"); above, StyleGAN2-ADA's heuristic 0.0002 res^2 / batch
+            self.gamma = 0.1 if self.res <= 64 else 0.0002 * self.res ** 2 / max(self.batch, 1)
+        if self.ema_kimg is None:
+            self.ema_kimg = 2.0 if cpu_like else (max(self.batch, 1) * 10 / 32 if ada_auto else 10.0)
         if self.metrics_kimg is None:
             self.metrics_kimg = self.snap_kimg * (2 if cpu_like else 1)
         if self.diversity.weight is None:
@@ -461,7 +464,7 @@ def plan(run):
         classes = ", conditional on " + ", ".join(f"{n} ({k} images)" for n, k in zip(run.class_names, counts))
     return (f"plan: {c.kimg} kimg{budget} at batch {c.batch}, network '{c.cfg}' (G {run.G.num_parameters():,} / "
             f"D {run.D.num_parameters():,} parameters){classes}, lr {c.lr_G:g} / {c.lr_D:g} (G / D), "
-            f"R1 gamma {c.gamma} "
+            f"R1 gamma {c.gamma:.4g} "
             f"every {c.r1_interval}, augmentation {c.aug}"
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (run.floor.describe() + ", " if run.floor else "")

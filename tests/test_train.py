@@ -461,3 +461,26 @@ def test_the_collapse_guard_watches_each_class(tmp_path, monkeypatch):
 def test_cond_needs_labelled_data(tmp_path):
     with pytest.raises(train_module.DataError, match="--cond trains on class labels, but the data has no classes"):
         train(tiny_config(tmp_path / "run", cond=True), log_to_stdout=False)
+
+
+# ---- 128 and 256 px ------------------------------------------------------------------------------
+
+def test_presets_at_128_and_256_px_follow_stylegan2_ada():
+    quiet = dict(log=lambda message: None)
+    for res, batch, gamma, ema in ((128, 32, 0.1024, 10.0), (256, 16, 0.8192, 5.0)):
+        auto = TrainConfig(res=res, device="cuda").preset(**quiet)
+        assert (auto.cfg, auto.batch, auto.ema_kimg) == ("auto", batch, ema)
+        assert auto.gamma == pytest.approx(gamma)                  # 0.0002 res^2 / batch
+        cpu = TrainConfig(res=res, device="cpu").preset(**quiet)
+        assert (cpu.cfg, cpu.batch, cpu.ema_kimg, cpu.minutes) == ("cpu", 16, 2.0, 55.0)
+        assert cpu.gamma == pytest.approx(0.0002 * res ** 2 / 16)
+        larger = TrainConfig(res=res, device="cpu", batch=32).preset(**quiet)
+        assert larger.gamma == pytest.approx(0.0002 * res ** 2 / 32)
+        assert network_kwargs("auto", res)[0]["mapping_layers"] == 2
+    # 64 px stays as it was
+    for device in ("cpu", "cuda"):
+        config = TrainConfig(res=64, device=device).preset(**quiet)
+        assert (config.batch, config.gamma) == (16, 0.1) and config.ema_kimg == (2.0 if device == "cpu" else 10.0)
+    # the cpu widths halve per octave, as auto's do
+    G, D = network_kwargs("cpu", 256)
+    assert (G["channel_base"], G["channel_max"]) == (2048, 128) == (D["channel_base"], D["channel_max"])
