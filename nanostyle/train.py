@@ -17,6 +17,7 @@ fakes-<kimg>.png grids from fixed seeds, loss.png, metrics.jsonl (+ metrics.png)
 and log.txt. Every random draw comes from generators saved in the checkpoint, and snapshots use
 their own fixed seeds, so an interrupted-and-resumed run equals an uninterrupted one.
 """
+import copy
 import dataclasses
 import functools
 import glob
@@ -454,8 +455,9 @@ def open_run(config, resume=None, log=print):
     return Run(config, load_dataset(config, log), checkpoint)
 
 
-def plan(run):
-    """The plan line: what the run will do, with what."""
+def plan(run, speed=None):
+    """The plan line: what the run will do, with what; and, given the `speed` measure_speed found,
+    how long --kimg takes at that rate and where a time budget ends the run."""
     c = run.config
     budget = f" or {c.minutes:g} minutes, whichever comes first," if c.minutes else ""
     classes = ""
@@ -469,7 +471,79 @@ def plan(run):
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (run.floor.describe() + ", " if run.floor else "")
             + f"device {c.device}" + (f" ({c.parts} parts of each batch at once on threads)" if c.parts > 1 else "")
-            + f"; snapshots every {c.snap_kimg} kimg into {run.dir}")
+            + f"; snapshots every {c.snap_kimg} kimg into {run.dir}" + (_pace(run, speed) if speed else ""))
+
+
+def _pace(run, speed):
+    """The plan's words on time: the measured rate, how long the rest of --kimg takes at it, and
+    where the time budget ends the run when that comes first."""
+    c = run.config
+    left = max(c.kimg * 1000 - run.cur_nimg, 0)
+    text = (f"; measured {speed:.1f} img/s (training iterations timed on a copy of the run; snapshots come on "
+            f"top): {'the remaining ' if run.cur_nimg else ''}{left / 1000:g} kimg take about "
+            f"{_duration(left / speed)}")
+    if c.minutes and left / speed > c.minutes * 60:
+        text += (f", so the {c.minutes:g}-minute budget ends the run near "
+                 f"{(run.cur_nimg + speed * c.minutes * 60) / 1000:.0f} kimg")
+    return text
+
+
+def _duration(seconds):
+    minutes = seconds / 60
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    return f"{int(minutes // 60)} h {int(minutes % 60):02d} min"
+
+
+MEASURE_MIN_ITERATIONS = 50   # shorter runs start at once: timing them would take a share of the run
+
+
+def measure_speed(run, repeats=2):
+    """Training img/s of `run`, timed on a deep copy of it (networks, optimisers, augmentation,
+    floor, generators and counters; the dataset shared), so the run itself draws no random number
+    and changes no state. One warm-up iteration with every phase (on a GPU it compiles the
+    kernels), then an iteration of each kind the lazy-regularisation intervals give (`repeats`
+    of the most common), weighted by how often each comes. None if the copy's loss diverges."""
+    trial = copy.deepcopy(run, {id(run.dataset): run.dataset})
+    kinds = _iteration_kinds(run.config)
+    most_common = max(kinds, key=kinds.get)
+    try:
+        trial.iteration = 0
+        _training_iteration(trial)
+        _synchronize(run.config.device)
+        seconds = 0.0
+        for counter, share in kinds.items():
+            count = repeats if counter == most_common else 1
+            trial.iteration = counter
+            start = time.perf_counter()
+            for _ in range(count):
+                _training_iteration(trial)
+            _synchronize(run.config.device)
+            seconds += share * (time.perf_counter() - start) / count
+    except NonFiniteLoss:
+        return None
+    return run.config.batch / seconds
+
+
+def _iteration_kinds(config):
+    """{an iteration counter: the share of iterations that run the same phases}, over one cycle of
+    the R1 and path-length intervals."""
+    cycle = math.lcm(config.r1_interval, config.G_reg_interval)
+    kinds = {}
+    for i in range(cycle):
+        kind = (bool(config.gamma > 0 and i % config.r1_interval == 0),
+                bool(config.pl_weight and i % config.G_reg_interval == 0))
+        counter, count = kinds.get(kind, (i, 0))
+        kinds[kind] = (counter, count + 1)
+    return {counter: count / cycle for counter, count in kinds.values()}
+
+
+def _synchronize(device):
+    if device != "cpu":
+        import cupy
+        cupy.cuda.Device().synchronize()
 
 
 def train(config=None, resume=None, log_to_stdout=True, **overrides):
@@ -483,7 +557,12 @@ def train(config=None, resume=None, log_to_stdout=True, **overrides):
         run = open_run(config, resume, log)
         log.open(run.dir)
         log.line("config: " + json.dumps(dataclasses.asdict(run.config), indent=1))
-        log(plan(run))
+        left = int(round(run.config.kimg * 1000)) - run.cur_nimg
+        speed = None
+        if left >= MEASURE_MIN_ITERATIONS * run.config.batch:
+            log("timing a few training iterations on a copy of the run, for the plan...")
+            speed = measure_speed(run)
+        log(plan(run, speed))
         advice = blas.kernel_advice() if run.config.device == "cpu" else None
         if advice:
             log(advice)

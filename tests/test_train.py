@@ -484,3 +484,37 @@ def test_presets_at_128_and_256_px_follow_stylegan2_ada():
     # the cpu widths halve per octave, as auto's do
     G, D = network_kwargs("cpu", 256)
     assert (G["channel_base"], G["channel_max"]) == (2048, 128) == (D["channel_base"], D["channel_max"])
+
+
+# ---- the plan's measured speed -------------------------------------------------------------------
+
+def test_measuring_the_speed_leaves_the_run_as_it_was(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "run", pl_weight=2.0).preset(log=lambda m: None)
+    run = train_module.Run(config, load_default_dataset(16))
+    before_arrays, before_meta = run.state()
+    speed = train_module.measure_speed(run)
+    after_arrays, after_meta = run.state()
+    assert speed > 0 and after_meta == before_meta
+    assert [k for k in before_arrays if not np.array_equal(before_arrays[k], after_arrays[k])] == []
+    # iterations of each kind, weighted by how often they come: R1 every 16, path length every 4
+    assert train_module._iteration_kinds(config) == {0: 1 / 16, 1: 12 / 16, 4: 3 / 16}
+    # and a whole run timed first equals one that is not (the plan says what it measured)
+    monkeypatch.setattr(train_module, "MEASURE_MIN_ITERATIONS", 0)
+    timed = train(tiny_config(tmp_path / "timed", kimg=0.016), log_to_stdout=False)
+    monkeypatch.setattr(train_module, "MEASURE_MIN_ITERATIONS", 10 ** 9)
+    untimed = train(tiny_config(tmp_path / "untimed", kimg=0.016), log_to_stdout=False)
+    a, meta_a = load_checkpoint(os.path.join(timed, "latest.npz"))
+    b, meta_b = load_checkpoint(os.path.join(untimed, "latest.npz"))
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == [] and meta_a["rng"] == meta_b["rng"]
+    assert "img/s (training iterations timed on a copy of the run" in open(os.path.join(timed, "log.txt")).read()
+    assert "measured" not in open(os.path.join(untimed, "log.txt")).read()
+
+
+def test_the_plan_says_how_long_kimg_takes_and_where_the_budget_ends_it(tmp_path):
+    config = tiny_config(tmp_path / "run", kimg=100, minutes=30).preset(log=lambda m: None)
+    run = train_module.Run(config, load_default_dataset(16))
+    line = train_module.plan(run, speed=20.0)
+    assert "measured 20.0 img/s" in line and "100 kimg take about 1 h 23 min" in line
+    assert "the 30-minute budget ends the run near 36 kimg" in line
+    run.config.minutes = 0
+    assert "budget" not in train_module.plan(run, speed=20.0).split("measured")[1]
