@@ -31,7 +31,9 @@ from nanostyle.optim import Adam, lazy_regularization  # noqa: E402
 from nanostyle.train import build_networks, default_parts, phase_step  # noqa: E402
 
 CONFIGS = {"bench64": dict(net="bench64", res=64, batch=16, gamma=1.0, r1_interval=16),
-           "cpu64": dict(net="cpu", res=64, batch=16, gamma=1.0, r1_interval=16)}
+           "cpu64": dict(net="cpu", res=64, batch=16, gamma=1.0, r1_interval=16),
+           "cpu128": dict(net="cpu", res=128, batch=16, gamma=0.2048, r1_interval=16),
+           "cpu256": dict(net="cpu", res=256, batch=16, gamma=0.8192, r1_interval=16)}
 
 
 def synchronize(xp):

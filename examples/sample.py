@@ -4,6 +4,8 @@
     python examples/sample.py --ckpt w.npz --num 16 --grid --trunc 0.7
     python examples/sample.py --ckpt w.npz --interp          # latent interpolation GIF
     python examples/sample.py --ckpt w.npz --mix             # style-mixing grid
+    python examples/sample.py --ckpt cond.npz --class AD     # a conditional model's class (name or index)
+    python examples/sample.py --ckpt cond.npz                # conditional: a grid, one row per class
 """
 import argparse
 import os
@@ -40,6 +42,20 @@ def load_generator(path):
     return G, meta
 
 
+def class_index(G, meta, name):
+    """The index of class `name` (a class name or an index) of generator G from checkpoint `meta`."""
+    if not getattr(G, "c_dim", 0):
+        raise ValueError(f"--class {name}: this checkpoint's generator is unconditional (trained without --cond), "
+                         "so it has no classes; drop --class")
+    names = meta.get("class_names") or [str(i) for i in range(G.c_dim)]
+    if name in names:
+        return names.index(name)
+    if name.isdigit() and int(name) < G.c_dim:
+        return int(name)
+    listed = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+    raise ValueError(f"--class {name!r} is not a class of this checkpoint; its classes are {listed}")
+
+
 @friendly_errors
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,24 +68,48 @@ def main(argv=None):
     p.add_argument("--interp", action="store_true", help="write a latent-interpolation GIF")
     p.add_argument("--mix", action="store_true", help="write a style-mixing grid")
     p.add_argument("--noise", choices=["const", "random", "none"], default="const")
+    p.add_argument("--class", dest="class_name", metavar="CLASS",
+                   help="a conditional model's class, by name (e.g. AD) or index; without it a conditional "
+                        "model gives a grid with one row per class (default seeds 0-7)")
     args = p.parse_args(argv)
 
     from nanostyle import viz
     G, meta = load_generator(args.ckpt)
+    args.class_index = class_index(G, meta, args.class_name) if args.class_name is not None else None
+    if G.c_dim and args.class_index is None:
+        if args.interp or args.mix:
+            raise ValueError("--interp and --mix of a conditional model need --class (a name or an index)")
+        write_class_grid(G, meta, parse_seeds(args.seeds) if args.seeds else list(range(args.num or 8)), args)
+        return
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num if args.num else 64))
     os.makedirs(args.out, exist_ok=True)
-    images = G.generate(seeds=seeds, truncation_psi=args.trunc, noise_mode=args.noise)
+    images = G.generate(seeds=seeds, c=args.class_index, truncation_psi=args.trunc, noise_mode=args.noise)
+    names = meta.get("class_names") or [str(i) for i in range(G.c_dim)]
+    prefix = f"{names[args.class_index]}-" if args.class_index is not None else ""   # beside other classes' files
     if args.grid:
-        path = os.path.join(args.out, "grid.png")
+        path = os.path.join(args.out, f"{prefix}grid.png")
         viz.save_image_grid(images, path)
         print(f"wrote {path} ({len(seeds)} images)")
     else:
-        paths = viz.save_images(images, args.out, [f"seed{s:04d}" for s in seeds])
+        paths = viz.save_images(images, args.out, [f"{prefix}seed{s:04d}" for s in seeds])
         print(f"wrote {len(paths)} PNGs to {args.out}")
     if args.interp:
         write_interpolation(G, seeds[:8], args)
     if args.mix:
         write_style_mix(G, seeds[:6], args)
+
+
+def write_class_grid(G, meta, seeds, args):
+    """A conditional model's samples: one row per class, one column per seed."""
+    from nanostyle import viz
+    names = meta.get("class_names") or [str(i) for i in range(G.c_dim)]
+    images = G.generate(seeds=list(seeds) * G.c_dim, c=np.repeat(np.arange(G.c_dim), len(seeds)),
+                        truncation_psi=args.trunc, noise_mode=args.noise)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "classes.png")
+    viz.save_image_grid(images, path, nrow=len(seeds))
+    print(f"wrote {path} (rows: {', '.join(names)}; columns: seeds {seeds[0]}-{seeds[-1]}); "
+          "--class NAME writes one class's images")
 
 
 def write_interpolation(G, seeds, args, steps=12):
@@ -82,7 +122,8 @@ def write_interpolation(G, seeds, args, steps=12):
     for a, b in zip(zs[:-1], zs[1:]):
         for t in np.linspace(0, 1, steps, endpoint=False):
             frames.append((1 - t) * a + t * b)
-    images = G.generate(z=np.asarray(frames, dtype=np.float32), truncation_psi=args.trunc, noise_mode="const")
+    images = G.generate(z=np.asarray(frames, dtype=np.float32), c=args.class_index, truncation_psi=args.trunc,
+                        noise_mode="const")
     paths = viz.save_images(images, os.path.join(args.out, "interp_frames"), [f"f{i:04d}" for i in range(len(images))])
     out = os.path.join(args.out, "interpolation.gif")
     viz.make_gif(paths, out, duration_ms=80)
@@ -97,13 +138,15 @@ def write_style_mix(G, seeds, args):
     half = len(seeds) // 2 or 1
     rows, cols = seeds[:half], seeds[half:] or seeds[:1]
     z = lambda s: Tensor(np.random.default_rng(s).standard_normal((1, G.z_dim)).astype(np.float32))
+    label = G.one_hot(args.class_index, 1)
+    label = None if label is None else Tensor(label)
     cutoff = max(G.num_ws // 2, 1)
     tiles = []
     with no_grad():
         for r in rows:
-            ws_r = G.mapping(z(r), truncation_psi=args.trunc)
+            ws_r = G.mapping(z(r), label, truncation_psi=args.trunc)
             for c in cols:
-                ws_c = G.mapping(z(c), truncation_psi=args.trunc)
+                ws_c = G.mapping(z(c), label, truncation_psi=args.trunc)
                 ws = concat([ws_r[:, :cutoff], ws_c[:, cutoff:]], axis=1)
                 tiles.append(backend.to_numpy(G.synthesis(ws, noise_mode="const").data)[0])
     out = os.path.join(args.out, "style_mix.png")

@@ -4,6 +4,7 @@
     python examples/train_oasis.py --data keras_png_slices_train --res 64 --kimg 200
     python examples/train_oasis.py --resume runs/RUN --kimg 400   # continue a run exactly
     mpiexec -n 2 python examples/train_oasis.py --res 64          # data-parallel over 2 processes
+    python examples/train_oasis.py --data DIR --classes AD,NC --cond   # one model, sampled per class
 
 Ctrl-C (SIGINT) or `kill` (SIGTERM) stops a run at the end of the current iteration, with a final
 snapshot, and prints the --resume line that continues it.
@@ -24,18 +25,22 @@ def _parser():
                                   "folder of volumes (default: the shipped MNI152 slices)")
     p.add_argument("--axis", choices=["axial", "coronal", "sagittal"], default="axial",
                    help="volumes: the axis to slice along, after turning them to RAS (default axial)")
-    p.add_argument("--res", type=int, default=64, help="image resolution, a power of two (default 64)")
+    p.add_argument("--res", type=int, default=64,
+                   help="image resolution, a power of two (default 64; 128 and 256 take StyleGAN2-ADA's settings "
+                        "for them; the default data is 128x128)")
     p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D")
     p.add_argument("--minutes", type=float,
                    help="wall-clock budget of the training loop: when it is reached the run ends with a final "
                         "snapshot and metrics (default 55 on the CPU, so the default run fits an hour; 0 = none)")
-    p.add_argument("--batch", type=int, help="minibatch size (default 16)")
+    p.add_argument("--batch", type=int, help="minibatch size (default 16; with --cfg auto from 128 px "
+                                             "StyleGAN2-ADA's min(4096 / res, 32))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN to --kimg: its folder (from its newest checkpoint that loads) or a checkpoint; "
                         "takes --kimg, --minutes, --device, --keep, and --lr and --gamma (say, after a divergence)")
-    p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
+    p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64; above, StyleGAN2-ADA's "
+                                                "0.0002 * res^2 / batch)")
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
                                             "networks, 0.0025 as StyleGAN2 otherwise)")
     p.add_argument("--diversity", type=float, metavar="WEIGHT",
@@ -60,6 +65,9 @@ def _parser():
                         "auto with a GPU")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC, or '*' for every "
                                      "subfolder (default: all images, one class)")
+    p.add_argument("--cond", action="store_true",
+                   help="train a conditional StyleGAN2 on the class labels of --classes (or of every subfolder "
+                        "when --classes is not given); sample a class with sample.py --class NAME")
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--keep", type=int, metavar="N",
                    help="keep the newest N ckpt-*.npz snapshots besides latest.npz (default 5; 0 = latest.npz "
@@ -118,6 +126,7 @@ def _train(args, argv, comm):
                          diversity=DiversityConfig(weight=args.diversity, until_kimg=args.diversity_until,
                                                    gate_kimg=args.diversity_gate, space=args.diversity_space),
                          ada_pivot=args.aug_pivot, lr_G=args.lr, lr_D=args.lr)
+    config.cond = args.cond
     train(config, comm=comm)
 
 

@@ -5,6 +5,10 @@ for truncation) + SynthesisNetwork ('skip' architecture: a learned 4x4 constant,
 two modulated 3x3 convolutions with noise, a toRGB per block whose images are upsampled and
 summed). Discriminator = 'resnet' blocks (two 3x3 convolutions, the second downsampling, plus
 a 1x1 downsampling skip, both scaled by sqrt(1/2)) and an epilogue with minibatch stddev.
+Conditional networks (c_dim > 0 classes, one-hot labels c; StyleGAN2-ADA's conditioning): G's
+mapping embeds c by a dense layer and concatenates normalize_2nd_moment of z and of the
+embedding; D maps c through its own mapping network to cmap [N, cmap_dim], and its epilogue's
+last layer gives cmap_dim features x, scored by projection: (x * cmap).sum(1) / sqrt(cmap_dim).
 Channels per resolution: min(channel_base / res, channel_max). `use_noise=False` builds a
 generator without the per-pixel noise inputs (no noise_strength, no noise_const; noise_mode is
 then accepted and ignored).
@@ -50,25 +54,47 @@ class FullyConnectedLayer(Module):
 
 
 class MappingNetwork(Module):
+    """z -> w (broadcast to num_ws copies), with a label c when c_dim > 0. z_dim 0 maps the label
+    alone; num_ws None returns w [N, w_dim] as it is; w_avg_beta None tracks no w_avg (both as
+    the discriminator's cmap needs)."""
+
     def __init__(self, z_dim, w_dim, num_ws, num_layers=8, lr_multiplier=0.01, w_avg_beta=0.995,
-                 rng=None, dtype=np.float32):
+                 c_dim=0, rng=None, dtype=np.float32):
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
-        features = [z_dim] + [w_dim] * num_layers
+        self.c_dim = c_dim
+        embed_features = w_dim if c_dim else 0
+        if c_dim:
+            self.embed = FullyConnectedLayer(c_dim, embed_features, rng=rng, dtype=dtype)
+        features = [z_dim + embed_features] + [w_dim] * num_layers
         self.layers = [FullyConnectedLayer(features[i], features[i + 1], activation="lrelu",
                                            lr_multiplier=lr_multiplier, rng=rng, dtype=dtype)
                        for i in range(num_layers)]
-        self.register_buffer("w_avg", np.zeros(w_dim, dtype=dtype))
+        if w_avg_beta is not None:
+            self.register_buffer("w_avg", np.zeros(w_dim, dtype=dtype))
 
-    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, update_emas=False):
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"mapping: z must be [N, {self.z_dim}], got {tuple(z.shape)}")
-        x = normalize_2nd_moment(z)
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, update_emas=False):
+        x = None
+        if self.z_dim:
+            if z.ndim != 2 or z.shape[1] != self.z_dim:
+                raise ValueError(f"mapping: z must be [N, {self.z_dim}], got {tuple(z.shape)}")
+            x = normalize_2nd_moment(z)
+        if self.c_dim:
+            if c is None or c.ndim != 2 or c.shape[1] != self.c_dim or (x is not None and c.shape[0] != x.shape[0]):
+                raise ValueError(f"mapping: this network is conditional on {self.c_dim} classes: c must be "
+                                 f"one-hot labels [N, {self.c_dim}], got {None if c is None else tuple(c.shape)}")
+            y = normalize_2nd_moment(self.embed(c))
+            x = y if x is None else concat([x, y], axis=1)
+        elif c is not None:
+            raise ValueError("mapping: this network is unconditional (c_dim 0, trained without --cond); "
+                             "pass no class label c")
         for layer in self.layers:
             x = layer(x)
-        if update_emas:
+        if update_emas and self.w_avg_beta is not None:
             batch_mean = x.data.mean(axis=0)
             self.w_avg.data = batch_mean + (self.w_avg.data - batch_mean) * self.w_avg_beta
+        if self.num_ws is None:
+            return x
         ws = x.reshape(x.shape[0], 1, self.w_dim).broadcast_to((x.shape[0], self.num_ws, self.w_dim))
         if truncation_psi != 1:
             w_avg = Tensor(self.w_avg.data)
@@ -201,40 +227,50 @@ class SynthesisNetwork(Module):
 
 class Generator(Module):
     def __init__(self, z_dim, w_dim, img_resolution, img_channels=1, mapping_layers=8, channel_base=32768,
-                 channel_max=512, mapping_lr_mul=0.01, w_avg_beta=0.995, use_noise=True, seed=0, dtype=np.float32):
+                 channel_max=512, mapping_lr_mul=0.01, w_avg_beta=0.995, use_noise=True, c_dim=0, seed=0,
+                 dtype=np.float32):
         super().__init__()
         _check_resolution(img_resolution)
         rng = _rng(seed)
-        self.z_dim, self.w_dim = z_dim, w_dim
+        self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, c_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
                                           use_noise=use_noise, rng=rng, dtype=dtype)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers,
-                                      lr_multiplier=mapping_lr_mul, w_avg_beta=w_avg_beta, rng=rng, dtype=dtype)
+                                      lr_multiplier=mapping_lr_mul, w_avg_beta=w_avg_beta, c_dim=c_dim,
+                                      rng=rng, dtype=dtype)
 
-    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, noise_mode="random", rng=None,
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode="random", rng=None,
                 update_emas=False):
-        ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
         return self.synthesis(ws, noise_mode=noise_mode, rng=rng)
 
-    def generate(self, seeds=None, z=None, truncation_psi=1.0, noise_mode="const", batch=16):
+    def generate(self, seeds=None, z=None, c=None, truncation_psi=1.0, noise_mode="const", batch=16):
         """Images [N, C, R, R] as NumPy floats in [-1, 1], with no graph, for integer `seeds` (z drawn
-        from default_rng(seed)) or given latents `z` [N, z_dim], `batch` at a time. The output is
-        clipped to the data range, as every picture of it is (PNG) and as the reference's metrics
-        see it (uint8): the metrics judge what a user gets."""
+        from default_rng(seed)) or given latents `z` [N, z_dim], `batch` at a time; a conditional
+        generator also takes labels `c` (one class index for all, N indices, or one-hot [N, c_dim]).
+        The output is clipped to the data range, as every picture of it is (PNG) and as the
+        reference's metrics see it (uint8): the metrics judge what a user gets."""
         if z is None:
             z = np.stack([np.random.default_rng(int(s)).standard_normal(self.z_dim) for s in seeds]).astype(np.float32)
+        labels = self.one_hot(c, len(z))
         xp = self.mapping.w_avg.xp
         out = []
         with no_grad():
             for start in range(0, len(z), batch):
                 chunk = Tensor(xp.asarray(z[start:start + batch], dtype=self.mapping.w_avg.dtype))
+                chunk_c = None if labels is None else Tensor(xp.asarray(labels[start:start + batch], dtype=chunk.dtype))
                 rng = np.random.default_rng(12345 + start)
-                images = self(chunk, truncation_psi=truncation_psi, noise_mode=noise_mode, rng=rng)
+                images = self(chunk, c=chunk_c, truncation_psi=truncation_psi, noise_mode=noise_mode, rng=rng)
                 out.append(backend.to_numpy(images.data))
         return np.clip(np.concatenate(out), -1.0, 1.0)
+
+    def one_hot(self, c, count):
+        """Labels `c` for `count` images as float32 one-hot rows [count, c_dim]; None for an
+        unconditional generator given none. `c`: one class index, `count` indices, or one-hot rows."""
+        return one_hot(c, self.c_dim, count)
 
 
 class Conv2dLayer(Module):
@@ -276,28 +312,36 @@ class DiscriminatorBlock(Module):
 
 
 class DiscriminatorEpilogue(Module):
-    def __init__(self, in_channels, resolution, mbstd_group_size=4, mbstd_num_channels=1, rng=None, dtype=np.float32):
+    def __init__(self, in_channels, resolution, mbstd_group_size=4, mbstd_num_channels=1, cmap_dim=0, rng=None,
+                 dtype=np.float32):
         super().__init__()
         self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels
+        self.cmap_dim = cmap_dim
         self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu", rng=rng, dtype=dtype)
         self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu", rng=rng, dtype=dtype)
-        self.out = FullyConnectedLayer(in_channels, 1, rng=rng, dtype=dtype)
+        self.out = FullyConnectedLayer(in_channels, cmap_dim or 1, rng=rng, dtype=dtype)
 
-    def forward(self, x):
+    def forward(self, x, cmap=None):
         if self.mbstd_num_channels > 0:
             x = minibatch_std(x, group_size=self.mbstd_group_size, num_channels=self.mbstd_num_channels)
         x = self.conv(x)
         x = self.fc(x.reshape(x.shape[0], -1))
-        return self.out(x)
+        x = self.out(x)
+        if self.cmap_dim:          # projection onto the label's embedding
+            x = (x * cmap).sum(axis=1, keepdims=True) * (1 / math.sqrt(self.cmap_dim))
+        return x
 
 
 class Discriminator(Module):
+    """`c_dim` > 0 makes it conditional: labels go through its own mapping network (`mapping_layers`
+    layers, cmap_dim = the 4x4 width unless given) to the projection of the epilogue."""
+
     def __init__(self, img_resolution, img_channels=1, channel_base=32768, channel_max=512, mbstd_group_size=4,
-                 mbstd_num_channels=1, seed=0, dtype=np.float32):
+                 mbstd_num_channels=1, c_dim=0, cmap_dim=None, mapping_layers=8, seed=0, dtype=np.float32):
         super().__init__()
         _check_resolution(img_resolution)
         rng = _rng(seed)
-        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.img_resolution, self.img_channels, self.c_dim = img_resolution, img_channels, c_dim
         resolutions = [2 ** i for i in range(int(math.log2(img_resolution)), 2, -1)]
         channels = {res: min(channel_base // res, channel_max) for res in resolutions + [4]}
         self.blocks = []
@@ -305,17 +349,53 @@ class Discriminator(Module):
             in_channels = channels[res] if res < img_resolution else 0
             self.blocks.append(DiscriminatorBlock(in_channels, channels[res], channels[res // 2], img_channels,
                                                   rng=rng, dtype=dtype))
-        self.epilogue = DiscriminatorEpilogue(channels[4], 4, mbstd_group_size, mbstd_num_channels, rng=rng, dtype=dtype)
+        cmap_dim = (cmap_dim or channels[4]) if c_dim else 0
+        if c_dim:
+            self.mapping = MappingNetwork(0, cmap_dim, None, num_layers=mapping_layers, w_avg_beta=None, c_dim=c_dim,
+                                          rng=rng, dtype=dtype)
+        self.epilogue = DiscriminatorEpilogue(channels[4], 4, mbstd_group_size, mbstd_num_channels, cmap_dim=cmap_dim,
+                                              rng=rng, dtype=dtype)
 
-    def forward(self, img):
+    def forward(self, img, c=None):
         expected = (self.img_channels, self.img_resolution, self.img_resolution)
         if img.ndim != 4 or tuple(img.shape[1:]) != expected:
             raise ValueError(f"discriminator: images must be [N, {expected[0]}, {expected[1]}, {expected[2]}], "
                              f"got {tuple(img.shape)}")
+        if not self.c_dim and c is not None:
+            raise ValueError("discriminator: this network is unconditional (c_dim 0); pass no class label c")
+        if self.c_dim and (c is None or c.shape[0] != img.shape[0]):
+            raise ValueError(f"discriminator: this network is conditional on {self.c_dim} classes: pass one-hot "
+                             f"labels c [{img.shape[0]}, {self.c_dim}], got {None if c is None else tuple(c.shape)}")
         x = None
         for block in self.blocks:
             x = block(x, img)
-        return self.epilogue(x)
+        return self.epilogue(x, self.mapping(None, c) if self.c_dim else None)
+
+
+def one_hot(c, c_dim, count):
+    """Class labels as float32 one-hot rows [count, c_dim]: `c` is one class index (for all
+    `count` rows), `count` indices, or one-hot rows already. None for c_dim 0 and c None."""
+    if c_dim == 0:
+        if c is not None:
+            raise ValueError("this generator is unconditional (trained without --cond): it takes no class label c")
+        return None
+    if c is None:
+        raise ValueError(f"this generator is conditional on {c_dim} classes: pass c, a class index "
+                         f"(0-{c_dim - 1}) or one-hot labels [N, {c_dim}]")
+    c = np.asarray(backend.to_numpy(c))
+    if c.ndim == 2:
+        if c.shape != (count, c_dim):
+            raise ValueError(f"one-hot labels c must be [{count}, {c_dim}], got {c.shape}")
+        return c.astype(np.float32)
+    if c.ndim > 1 or not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"class labels c must be integer indices or one-hot rows, got {c.dtype} {c.shape}")
+    index = np.broadcast_to(c, (count,)) if c.ndim == 0 else c
+    if index.shape != (count,):
+        raise ValueError(f"{len(index)} class labels for {count} images")
+    if index.size and (index.min() < 0 or index.max() >= c_dim):
+        raise ValueError(f"class index {int(index.min() if index.min() < 0 else index.max())} is out of range: "
+                         f"this generator has {c_dim} classes (0-{c_dim - 1})")
+    return np.eye(c_dim, dtype=np.float32)[index]
 
 
 def _check_resolution(res):
@@ -330,11 +410,17 @@ def network_kwargs(cfg, res):
     """(G_kwargs, D_kwargs) for a named configuration at resolution `res`.
 
     auto:    StyleGAN2-ADA's 'auto' spec: channel_base 16384 (32768 from 512 up), channel_max
-             512, 2 mapping layers, z = w = 512.
+             512, 2 mapping layers at every resolution, z = w = 512.
     bench64: the fixed speed yardstick of DESIGN.md (res 64 only).
     cpu:     narrow widths for a useful hour on a 2-core CPU, and no per-pixel noise inputs
              (use_noise=False; StyleGAN3 dropped them too).
-    tiny:    a few channels, for tests only.
+             A conditional D maps labels through 2 layers, not ADA's 8: eight random lrelu
+             layers give different labels nearly parallel cmaps at the start, so D would tell
+             the classes apart only late in a run this short.
+             At 128 and 256 px it scales as 'auto' does: the same channel_base, so each octave
+             above 16 px halves the width (32 at 64, 16 at 128, 8 at 256) and every such block
+             costs about the same multiply-adds.
+    tiny:    a few channels, for tests only (a conditional D: 2 mapping layers, as cpu).
     """
     _check_resolution(res)
     if cfg == "auto":
@@ -351,10 +437,10 @@ def network_kwargs(cfg, res):
         # that mimics fine-band energy instead of learning grey/white-matter structure
         # (docs/experiments.md, "The diversity floor, and the collapse it replaced")
         G = dict(z_dim=128, w_dim=128, mapping_layers=2, channel_base=2048, channel_max=128, use_noise=False)
-        D = dict(channel_base=2048, channel_max=128, mbstd_group_size=4)
+        D = dict(channel_base=2048, channel_max=128, mbstd_group_size=4, mapping_layers=2)
     elif cfg == "tiny":
         G = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=8 * res, channel_max=16)
-        D = dict(channel_base=8 * res, channel_max=16, mbstd_group_size=2)
+        D = dict(channel_base=8 * res, channel_max=16, mbstd_group_size=2, mapping_layers=2)
     else:
         raise ValueError(f"unknown cfg {cfg!r}; choose one of {', '.join(CONFIGS)}")
     return G, D

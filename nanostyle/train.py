@@ -18,6 +18,7 @@ fakes-<kimg>.png grids from fixed seeds, loss.png, metrics.jsonl (+ metrics.png)
 and log.txt. Every random draw comes from generators saved in the checkpoint, and snapshots use
 their own fixed seeds, so an interrupted-and-resumed run equals an uninterrupted one.
 """
+import copy
 import dataclasses
 import fnmatch
 import functools
@@ -72,6 +73,7 @@ class TrainConfig:
     res: int = 64
     classes: str = None              # "AD,NC": those subfolders as classes; "*": every subfolder
     axis: str = "axial"              # volumes: the slicing axis (axial, coronal or sagittal)
+    cond: bool = False               # G and D conditional on the class labels (--classes)
     cfg: str = None                  # network config (networks.CONFIGS); None = cpu on a CPU, auto on a GPU
     kimg: float = None               # thousands of real images to show D
     minutes: float = None            # wall-clock budget of the training loop; 0 = none
@@ -138,15 +140,13 @@ class TrainConfig:
         cpu_like = self.cfg in ("cpu", "tiny")
         floor = self.cfg in ("cpu", "auto")    # both collapsed on the default data without it ("GPU",
                                                # "The diversity floor, and the collapse it replaced")
+        ada_auto = self.cfg == "auto" and self.res >= 128   # StyleGAN2-ADA's 'auto' spec on one GPU
         defaults = dict(
-            batch=16 if self.cfg != "tiny" else 4,
-            # R1 weight: 0.1 at res <= 64 ("The diversity floor, and the collapse it replaced")
-            gamma=0.1 if self.res <= 64 else (2.0 if self.res <= 128 else 10.0),
+            batch=(min(4096 // self.res, 32) if ada_auto else 16) if self.cfg != "tiny" else 4,
             style_mixing_prob=0.0 if self.cfg in ("bench64", "tiny") else 0.9,
             pl_weight=0.0 if cpu_like or self.cfg == "bench64" else 2.0,
             # ADA's 500 kimg suits thousands of images; D overfits the 123 default slices in a few kimg ("GPU")
             ada_kimg=500.0 if self.cfg == "bench64" else 10.0,
-            ema_kimg=2.0 if cpu_like else 10.0,
             # "Learning rate: 0.004 against StyleGAN2's 0.0025"
             lr_G=0.004 if self.cfg == "cpu" else 0.0025,
             lr_D=0.004 if self.cfg == "cpu" else 0.0025,
@@ -159,6 +159,11 @@ class TrainConfig:
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.gamma is None:   # R1 weight: 0.1 at res <= 64 ("The diversity floor, and the collapse it
+                                 # replaced"); above, StyleGAN2-ADA's heuristic 0.0002 res^2 / batch
+            self.gamma = 0.1 if self.res <= 64 else 0.0002 * self.res ** 2 / max(self.batch, 1)
+        if self.ema_kimg is None:
+            self.ema_kimg = 2.0 if cpu_like else (max(self.batch, 1) * 10 / 32 if ada_auto else 10.0)
         if self.metrics_kimg is None:
             self.metrics_kimg = self.snap_kimg * (2 if cpu_like else 1)
         if self.diversity.weight is None:
@@ -374,7 +379,9 @@ def load_dataset(config, log=print):
         log(f"data: the default MNI152 2009a axial slices ({len(dataset)} images, {config.res}x{config.res}); "
             "pass --data DIR to train on your own slices (e.g. OASIS keras_png_slices_train)")
     else:
-        dataset = load_data(config.data, config.res, classes=config.classes, crop_border=config.crop_border,
+        # a conditional run without --classes takes every subfolder as a class
+        classes = config.classes or ("*" if config.cond else None)
+        dataset = load_data(config.data, config.res, classes=classes, crop_border=config.crop_border,
                             axis=config.axis)
         log(f"data: {len(dataset)} images from {config.data} at {config.res}x{config.res}"
             + (f", {len(dataset.skipped)} unreadable files skipped" if dataset.skipped else ""))
@@ -420,6 +427,9 @@ class Run:
         network = meta.get("network")
         if not (isinstance(network, dict) and {"G", "D"} <= network.keys()):
             network = dict(zip(("G", "D"), network_kwargs(config.cfg, config.res)))
+        self.class_names = _class_names(config, dataset)      # [] for an unconditional run
+        if self.class_names and "c_dim" not in network["G"]:
+            network = {key: dict(kwargs, c_dim=len(self.class_names)) for key, kwargs in network.items()}
         self.network = network
         self.G, self.D = build_networks(config.cfg, config.res, seed=config.seed,
                                         kwargs=(network["G"], network["D"]))
@@ -452,7 +462,8 @@ class Run:
         self.pipe = AugmentPipe(pivot=config.ada_pivot) if config.aug == "ada" else None
         self.ada = AdaController(self.pipe, config.batch, target=config.ada_target, kimg=config.ada_kimg) \
             if self.pipe is not None else None
-        self.floor = DiversityFloor.from_data(config.diversity, dataset.images, config.batch) \
+        self.floor = DiversityFloor.from_data(config.diversity, dataset.images, config.batch, dataset.labels,
+                                              self.class_names or None) \
             if config.diversity.weight > 0 else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.pipe, r1_gamma=config.gamma,
                                   style_mixing_prob=config.style_mixing_prob, pl_weight=config.pl_weight,
@@ -464,6 +475,22 @@ class Run:
         self.records = []
         if checkpoint:
             self._restore(arrays, meta, path)
+
+    def labels(self, indices):
+        """One-hot labels (a Tensor on the run's device) of the training images `indices`; None
+        for an unconditional run."""
+        if not self.class_names:
+            return None
+        one_hot = np.eye(len(self.class_names), dtype=np.float32)[self.dataset.labels[indices]]
+        return Tensor(backend.xp_for_device(self.config.device).asarray(one_hot))
+
+    def fake_labels(self, count):
+        """Labels for `count` generated images, drawn from the data's label distribution (the labels
+        of training images picked at random with the run's generator, as StyleGAN2-ADA does); None,
+        drawing nothing, for an unconditional run."""
+        if not self.class_names:
+            return None
+        return self.labels(self.rng.integers(len(self.dataset), size=count))
 
     def state(self):
         """(arrays, meta) of a checkpoint that continues this run exactly."""
@@ -479,6 +506,8 @@ class Run:
                     ada=self.ada.state_dict() if self.ada else None, bad_gradients=self.bad_gradients,
                     pl_mean=self.loss.pl_mean, diversity=self.floor.state_dict() if self.floor else None,
                     records=self.records[-2000:], network=self.network)
+        if self.class_names:
+            meta["class_names"] = list(self.class_names)
         return arrays, meta
 
     def _restore(self, arrays, meta, path):
@@ -490,6 +519,9 @@ class Run:
             if meta["data_size"] != self.order.n:
                 raise ValueError(f"the checkpoint was trained on {meta['data_size']} images, the data now has "
                                  f"{self.order.n}; resume with the same --data")
+            if meta.get("class_names", []) != self.class_names:
+                raise ValueError(f"the checkpoint's classes are {meta.get('class_names', [])}, the data's are "
+                                 f"{self.class_names}; resume with the same --data and --classes")
             self.order.order = arrays["data/order"]
             self.order.position = meta["data_position"]
             self.rng.bit_generator.state = meta["rng"]
@@ -505,6 +537,23 @@ class Run:
                                            self.cur_nimg)
         except (KeyError, ValueError) as error:
             raise CheckpointError(f"{path!r} does not fit this run's configuration: {error}") from None
+
+
+def _class_names(config, dataset):
+    """The classes a conditional run (--cond) learns: the dataset's, checked; [] without --cond."""
+    if not config.cond:
+        return []
+    names = list(dataset.class_names)
+    if len(names) < 2:
+        raise DataError(f"--cond trains on class labels, but the data has {len(names) or 'no'} class"
+                        f"{'' if len(names) == 1 else 'es'}: pass --data FOLDER whose subfolders hold the classes "
+                        "(two or more; --classes A,B picks some of them, e.g. --classes AD,NC)")
+    counts = np.bincount(dataset.labels, minlength=len(names))
+    if counts.min() == 0:
+        empty = [n for n, k in zip(names, counts) if k == 0]
+        raise DataError(f"--cond: class folder(s) {empty} hold no readable images; add images or leave them "
+                        "out of --classes")
+    return names
 
 
 # ---- train(): open the run, state the plan, loop -------------------------------------------------
@@ -669,17 +718,95 @@ def open_run(config, resume=None, log=print, comm=None):
     return Run(config, load_dataset(config, log), checkpoint, comm)
 
 
-def plan(run):
-    """The plan line: what the run will do, with what."""
+def plan(run, speed=None):
+    """The plan line: what the run will do, with what; and, given the `speed` measure_speed found,
+    how long --kimg takes at that rate and where a time budget ends the run."""
     c = run.config
     budget = f" or {c.minutes:g} minutes, whichever comes first," if c.minutes else ""
+    classes = ""
+    if run.class_names:
+        counts = np.bincount(run.dataset.labels, minlength=len(run.class_names))
+        classes = ", conditional on " + ", ".join(f"{n} ({k} images)" for n, k in zip(run.class_names, counts))
     return (f"plan: {c.kimg} kimg{budget} at batch {c.batch}, network '{c.cfg}' (G {run.G.num_parameters():,} / "
-            f"D {run.D.num_parameters():,} parameters), lr {c.lr_G:g} / {c.lr_D:g} (G / D), R1 gamma {c.gamma} "
+            f"D {run.D.num_parameters():,} parameters){classes}, lr {c.lr_G:g} / {c.lr_D:g} (G / D), "
+            f"R1 gamma {c.gamma:.4g} "
             f"every {c.r1_interval}, augmentation {c.aug}"
             + (f" (colour about {run.pipe.pivot})" if run.pipe is not None else "") + ", "
             + (run.floor.describe() + ", " if run.floor else "")
             + f"device {c.device}" + _sharing(run)
-            + f"; snapshots every {c.snap_kimg} kimg into {run.dir}" + _disk_use(run))
+            + f"; snapshots every {c.snap_kimg} kimg into {run.dir}" + _disk_use(run) + (_pace(run, speed) if speed else ""))
+
+
+def _pace(run, speed):
+    """The plan's words on time: the measured rate, how long the rest of --kimg takes at it, and
+    where the time budget ends the run when that comes first."""
+    c = run.config
+    left = max(c.kimg * 1000 - run.cur_nimg, 0)
+    text = (f"; measured {speed:.1f} img/s (training iterations timed on a copy of the run; snapshots come on "
+            f"top): {'the remaining ' if run.cur_nimg else ''}{left / 1000:g} kimg take about "
+            f"{_duration(left / speed)}")
+    if c.minutes and left / speed > c.minutes * 60:
+        text += (f", so the {c.minutes:g}-minute budget ends the run near "
+                 f"{(run.cur_nimg + speed * c.minutes * 60) / 1000:.0f} kimg")
+    return text
+
+
+def _duration(seconds):
+    minutes = seconds / 60
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    return f"{int(minutes // 60)} h {int(minutes % 60):02d} min"
+
+
+MEASURE_MIN_ITERATIONS = 50   # shorter runs start at once: timing them would take a share of the run
+
+
+def measure_speed(run, repeats=2):
+    """Training img/s of `run`, timed on a deep copy of it (networks, optimisers, augmentation,
+    floor, generators and counters; the dataset and the communicator shared), so the run itself
+    draws no random number and changes no state. Under several processes every rank times alike. One warm-up iteration with every phase (on a GPU it compiles the
+    kernels), then an iteration of each kind the lazy-regularisation intervals give (`repeats`
+    of the most common), weighted by how often each comes. None if the copy's loss diverges."""
+    trial = copy.deepcopy(run, {id(run.dataset): run.dataset, id(run.comm): run.comm})
+    kinds = _iteration_kinds(run.config)
+    most_common = max(kinds, key=kinds.get)
+    try:
+        trial.iteration = 0
+        _training_iteration(trial)
+        _synchronize(run.config.device)
+        seconds = 0.0
+        for counter, share in kinds.items():
+            count = repeats if counter == most_common else 1
+            trial.iteration = counter
+            start = time.perf_counter()
+            for _ in range(count):
+                _training_iteration(trial)
+            _synchronize(run.config.device)
+            seconds += share * (time.perf_counter() - start) / count
+    except NonFiniteLoss:
+        return None
+    return run.config.batch / seconds
+
+
+def _iteration_kinds(config):
+    """{an iteration counter: the share of iterations that run the same phases}, over one cycle of
+    the R1 and path-length intervals."""
+    cycle = math.lcm(config.r1_interval, config.G_reg_interval)
+    kinds = {}
+    for i in range(cycle):
+        kind = (bool(config.gamma > 0 and i % config.r1_interval == 0),
+                bool(config.pl_weight and i % config.G_reg_interval == 0))
+        counter, count = kinds.get(kind, (i, 0))
+        kinds[kind] = (counter, count + 1)
+    return {counter: count / cycle for counter, count in kinds.values()}
+
+
+def _synchronize(device):
+    if device != "cpu":
+        import cupy
+        cupy.cuda.Device().synchronize()
 
 
 def checkpoint_bytes(run):
@@ -733,7 +860,12 @@ def train(config=None, resume=None, log_to_stdout=True, comm=None, **overrides):
                 if comm.rank == 0:
                     log.open(run.dir)
                 log.line("config: " + json.dumps(dataclasses.asdict(run.config), indent=1))
-                log(plan(run))
+                left = int(round(run.config.kimg * 1000)) - run.cur_nimg
+                speed = None
+                if left >= MEASURE_MIN_ITERATIONS * run.config.batch:
+                    log("timing a few training iterations on a copy of the run, for the plan...")
+                    speed = measure_speed(run)
+                log(plan(run, speed))
                 for note in run.notes:
                     log(note)
                 if comm.size > 1:
@@ -913,12 +1045,14 @@ def _training_iteration(run):
     B, xp = config.batch, backend.xp_for_device(config.device)
     notes = []
     # every process draws the whole batch and reads only its own rows of the images
+    indices = run.order.next(B)
     mine = slice(B * run.comm.rank // run.comm.size, B * (run.comm.rank + 1) // run.comm.size)
-    reals = run.dataset.batch(run.order.next(B)[mine])
+    reals = run.dataset.batch(indices[mine])
     flip = (rng.random(B) < 0.5)[mine]
     if config.mirror:
         reals = np.where(flip[:, None, None, None], reals[:, :, :, ::-1], reals)
     real = Tensor(xp.asarray(np.ascontiguousarray(reals)))
+    real_c = run.labels(indices[mine])      # labels are None in an unconditional run
     stats = {}
 
     def step(module, optimizer, name, loss_of, parts=run.parts, comm=run.comm):
@@ -930,8 +1064,9 @@ def _training_iteration(run):
     run.G.requires_grad_(True)
     run.D.requires_grad_(False)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
+    c = run.fake_labels(B)
     stats.update(step(run.G, run.opt_G, "generator loss",
-                      lambda rows, r, first: run.loss.generator_loss(z[rows], r, update_emas=first)))
+                      lambda rows, r, first: run.loss.generator_loss(z[rows], r, update_emas=first, c=_rows(c, rows))))
     if run.floor:
         notes += filter(None, [run.floor.observe(stats, run.cur_nimg + B)])
 
@@ -939,15 +1074,18 @@ def _training_iteration(run):
     # shared; every process computes the same whole step)
     if config.pl_weight and run.iteration % config.G_reg_interval == 0:
         stats.update(step(run.G, run.opt_G, "path-length penalty",
-                          lambda rows, r, first: run.loss.pl_loss(z, r, gain=config.G_reg_interval), parts=1,
+                          lambda rows, r, first: run.loss.pl_loss(z, r, gain=config.G_reg_interval, c=c), parts=1,
                           comm=None))
 
     # Dmain
     run.G.requires_grad_(False)
     run.D.requires_grad_(True)
     z = Tensor(xp.asarray(rng.standard_normal((B, run.G.z_dim)).astype(np.float32)))
+    c = run.fake_labels(B)
     s = step(run.D, run.opt_D, "discriminator loss",
-             lambda rows, r, first: run.loss.discriminator_loss(real[_shift(rows, mine)], z[rows], r))
+             lambda rows, r, first: run.loss.discriminator_loss(real[_shift(rows, mine)], z[rows], r,
+                                                                real_c=_rows(real_c, _shift(rows, mine)),
+                                                                gen_c=_rows(c, rows)))
     real_logits = s.pop("real_logits")
     if run.ada is not None:
         run.ada.accumulate(real_logits)
@@ -957,7 +1095,8 @@ def _training_iteration(run):
     # Dreg (lazy R1)
     if config.gamma > 0 and run.iteration % config.r1_interval == 0:
         stats.update(step(run.D, run.opt_D, "R1 penalty",
-                          lambda rows, r, first: run.loss.r1_loss(real[_shift(rows, mine)], r, gain=config.r1_interval)))
+                          lambda rows, r, first: run.loss.r1_loss(real[_shift(rows, mine)], r, gain=config.r1_interval,
+                                                                  c=_rows(real_c, _shift(rows, mine)))))
 
     # G_ema
     ema_update(run.G_ema, run.G, ema_beta(B, run.cur_nimg, config.ema_kimg, config.ema_rampup))
@@ -969,6 +1108,10 @@ def _training_iteration(run):
 def _shift(rows, mine):
     """The batch's rows `rows` (within `mine`) as rows of an array that holds only `mine`."""
     return slice((rows.start or 0) - mine.start, None if rows.stop is None else rows.stop - mine.start)
+
+
+def _rows(labels, rows):
+    return None if labels is None else labels[rows]
 
 
 # ---- snapshots ---------------------------------------------------------------------------------
@@ -1012,11 +1155,14 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
         _check_ranks_agree(run, f"at {kimg:.3f} kimg")
         if run.comm.rank != 0:
             return {}
-    viz.save_image_grid(run.G_ema.generate(z=fixed_z), os.path.join(run.dir, f"fakes-{tag}.png"))
+    columns = math.ceil(math.sqrt(len(fixed_z)))
+    # a conditional run's grid: the classes row after row
+    fixed_c = (np.arange(len(fixed_z)) // columns) % len(run.class_names) if run.class_names else None
+    viz.save_image_grid(run.G_ema.generate(z=fixed_z, c=fixed_c), os.path.join(run.dir, f"fakes-{tag}.png"), columns)
     record = dict(kimg=kimg, **{k: v for k, v in run.records[-1].items() if k != "kimg"}) if run.records else {"kimg": kimg}
     if with_metrics:
-        record.update(_quick_metrics(run.G_ema, run.dataset.images))
-        _guard_collapse(record, log.line, say)
+        record.update(_class_metrics(run) if run.class_names else _quick_metrics(run.G_ema, run.dataset.images))
+        _guard_collapse(record, log.line, say, run.class_names)
     with open(os.path.join(run.dir, "metrics.jsonl"), "a") as handle:
         handle.write(json.dumps(record) + "\n")
     arrays, meta = run.state()
@@ -1036,32 +1182,51 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
     return record
 
 
-def _quick_metrics(G_ema, images):
-    """metrics.evaluate of up to 256 samples against as many training images (all of them, or a
-    fixed random subset of a larger set, so that a folder sorted by subject is not judged by its
-    first few subjects)."""
+def _quick_metrics(G_ema, images, c=None, num=256):
+    """metrics.evaluate of up to `num` samples (of class `c`, for a conditional G) against as many
+    training images (all of them, or a fixed random subset of a larger set, so that a folder sorted
+    by subject is not judged by its first few subjects)."""
     from . import metrics
-    num = min(len(images), 256)
+    num = min(len(images), num)
     chosen = np.sort(np.random.default_rng(0).choice(len(images), num, replace=False)) if num < len(images) \
         else np.arange(num)
-    fakes = G_ema.generate(seeds=range(10_000, 10_000 + num), noise_mode="random")
+    fakes = G_ema.generate(seeds=range(10_000, 10_000 + num), c=c, noise_mode="random")
     results = metrics.evaluate(to_float(images[chosen]), fakes, seed=0)
     return {k: float(v) for k, v in results.items()}
+
+
+def _class_metrics(run):
+    """_quick_metrics per class, each class's samples against that class's training images (up
+    to 256 / classes of each, at least 64), as "<class>/<metric>". The plain keys hold the mean
+    over the classes, except diversity_ratio: the lowest class's, which the progress line shows."""
+    per_class = {}
+    num = max(64, 256 // len(run.class_names))
+    for label, name in enumerate(run.class_names):
+        rows = np.flatnonzero(run.dataset.labels == label)[:num]
+        per_class[name] = _quick_metrics(run.G_ema, run.dataset.images[rows], c=label, num=num)
+    record = {f"{name}/{key}": value for name, results in per_class.items() for key, value in results.items()}
+    for key in set.intersection(*(set(results) for results in per_class.values())):
+        values = [results[key] for results in per_class.values()]
+        record[key] = float(min(values) if key == "diversity_ratio" else np.mean(values))
+    return record
 
 
 COLLAPSE_RATIO = 0.5   # generated diversity below this share of the real diversity: warn
 
 
-def _guard_collapse(record, log_line, say):
-    """Say so, on a line of its own and in log.txt, when the samples are much less varied than
-    the data; the progress line keeps saying it until the next metrics (Bar.update)."""
-    ratio = record.get("diversity_ratio")
-    if ratio is not None and ratio < COLLAPSE_RATIO:
-        message = (f"warning: possible mode collapse at {record['kimg']:.3f} kimg: generated diversity is "
-                   f"{ratio:.2f} of the real diversity (below {COLLAPSE_RATIO})")
-        say(message)
-        log_line(message)
-        record["collapse_warning"] = True
+def _guard_collapse(record, log_line, say, class_names=()):
+    """Say so, on a line of its own and in log.txt, when the samples (of any class, in a conditional
+    run) are much less varied than the data (of that class); the progress line keeps saying it
+    until the next metrics (Bar.update)."""
+    for name in class_names or [None]:
+        ratio = record.get("diversity_ratio" if name is None else f"{name}/diversity_ratio")
+        if ratio is not None and ratio < COLLAPSE_RATIO:
+            of = "" if name is None else f" of class {name}"
+            message = (f"warning: possible mode collapse{of} at {record['kimg']:.3f} kimg: generated diversity{of} "
+                       f"is {ratio:.2f} of the real diversity{of} (below {COLLAPSE_RATIO})")
+            say(message)
+            log_line(message)
+            record["collapse_warning"] = True
 
 
 def _diversity_note(ratio):

@@ -149,3 +149,52 @@ def test_the_schedule_closes_the_floor_for_good_and_says_so_once():
     resumed = floor_of(until_kimg=0.048, batch=16)
     resumed.load_state_dict(state, cur_nimg=96)
     assert not resumed.open
+
+
+# ---- per class (conditional runs) ----------------------------------------------------------------
+
+def test_same_class_pairs_pair_each_class_s_halves_and_reduce_to_the_plain_pairing():
+    from nanostyle.diversity import same_class_pairs
+    first, second = same_class_pairs(np.array([1, 0, 1, 1, 0, 0, 1, 0, 2]))
+    assert sorted(zip(first.tolist(), second.tolist())) == [(0, 3), (1, 5), (2, 6), (4, 7)]   # class 2: no pair
+    first, second = same_class_pairs(np.zeros(6, np.int64))
+    assert first.tolist() == [0, 1, 2] and second.tolist() == [3, 4, 5]      # as pair_distance: i with i + N/2
+
+
+def test_per_class_floor_pairs_within_classes_against_each_class_s_target():
+    config = DiversityConfig(weight=2.0, until_kimg=0.0, gate_kimg=0.0, space="pixels")
+    rng = np.random.default_rng(8)
+    # class 0 images are alike among themselves, class 1 images vary; across classes they differ a lot
+    class0 = rng.uniform(-1, 1, (1, 1, 8, 8)) + 0.05 * rng.standard_normal((4, 1, 8, 8))
+    class1 = rng.uniform(-1, 1, (4, 1, 8, 8))
+    images = np.concatenate([class0, class1])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    c = ns.Tensor(np.eye(2)[labels])
+    targets = [0.5, 0.6]
+    floor = DiversityFloor(config, targets, 8, ["AD", "NC"])
+    term, stats = floor.term(ns.Tensor(images), c)
+    rms = lambda a, b: np.sqrt(((np.clip(a, -1, 1) - np.clip(b, -1, 1)) ** 2).mean() + 1e-8)   # the data range
+    expected = np.mean([rms(images[0], images[2]) / 0.5, rms(images[1], images[3]) / 0.5,
+                        rms(images[4], images[6]) / 0.6, rms(images[5], images[7]) / 0.6])
+    assert stats["pair_distance"] == pytest.approx(expected)
+    assert stats["loss_diversity"] == pytest.approx(2.0 * (1 - expected)) and term is not None
+    # the plain floor pairs rows i and i + 4 across classes, and sees no collapse of class 0
+    assert floor_of(target=0.55, batch=8).term(ns.Tensor(images))[1]["pair_distance"] > 1
+    check_backward(lambda img: floor.term(img, c)[0], [images])
+    assert "targets AD 0.500, NC 0.600" in floor.describe()
+    with pytest.raises(ValueError, match="needs the labels c"):
+        floor.term(ns.Tensor(images))
+
+
+def test_per_class_targets_come_from_each_class_s_images():
+    rng = np.random.default_rng(9)
+    images = (rng.uniform(0, 255, (10, 1, 8, 8))).astype(np.uint8)
+    images[5:] = images[5] // 2 + rng.integers(0, 3, (5, 1, 8, 8)).astype(np.uint8)     # class 1: nearly one image
+    labels = np.array([0] * 5 + [1] * 5)
+    config = DiversityConfig(weight=1.0, until_kimg=0.0)
+    floor = DiversityFloor.from_data(config, images, 4, labels, ["AD", "NC"])
+    assert floor.targets[0] == pytest.approx(mean_pair_distance(to_float(images[:5])))
+    assert floor.targets[1] == pytest.approx(mean_pair_distance(to_float(images[5:])))
+    assert floor.targets[1] < 0.1 * floor.targets[0]
+    with pytest.raises(ValueError, match="at least 2 training images of class 'NC', found 1"):
+        DiversityFloor.from_data(config, images[:6], 4, labels[:6], ["AD", "NC"])

@@ -156,3 +156,113 @@ def test_r1_through_the_real_discriminator_has_exact_weight_gradients():
 def test_network_kwargs_errors(cfg, res, match):
     with pytest.raises(ValueError, match=match):
         network_kwargs(cfg, res)
+
+
+# ---- conditional networks (c_dim > 0) ------------------------------------------------------------
+
+def tiny_conditional(res, c_dim=3, dtype=np.float32, seed=0):
+    G_kwargs, D_kwargs = network_kwargs("tiny", res)
+    return (Generator(img_resolution=res, c_dim=c_dim, seed=seed, dtype=dtype, **G_kwargs),
+            Discriminator(img_resolution=res, c_dim=c_dim, seed=seed + 1, dtype=dtype, **D_kwargs))
+
+
+def test_conditional_shapes_parameters_and_clear_errors():
+    G, D = tiny_conditional(16)
+    G_plain, D_plain = tiny(16)
+    # the label's embedding widens the first mapping layer by w_dim inputs; D gains a mapping network
+    # for cmap, and its last layer gives cmap_dim (the 4x4 width) features instead of one score
+    embed = 3 * G.w_dim + G.w_dim
+    assert G.num_parameters() == G_plain.num_parameters() + embed + G.w_dim * G.w_dim
+    assert D.epilogue.cmap_dim == 16 and D.epilogue.out.weight.shape == (16, 16)
+    assert len(D.mapping.layers) == 2 and not hasattr(D.mapping, "w_avg")
+    z = ns.Tensor(np.random.default_rng(0).standard_normal((4, G.z_dim)).astype(np.float32))
+    c = ns.Tensor(np.eye(3, dtype=np.float32)[[0, 1, 2, 0]])
+    with ns.no_grad():
+        img = G(z, c, noise_mode="const")
+        assert img.shape == (4, 1, 16, 16) and D(img, c).shape == (4, 1)
+        with pytest.raises(ValueError, match=r"conditional on 3 classes: c must be one-hot labels \[N, 3\], got None"):
+            G(z)
+        with pytest.raises(ValueError, match="conditional on 3 classes"):
+            D(img)
+        with pytest.raises(ValueError, match="unconditional"):
+            G_plain(z, c)
+        with pytest.raises(ValueError, match="unconditional"):
+            D_plain(img, c)
+    # generate takes one index for all, an index per image, or one-hot rows, and they agree
+    by_index = G.generate(seeds=range(4), c=[0, 1, 2, 0])
+    np.testing.assert_array_equal(by_index, G.generate(seeds=range(4), c=c.data))
+    np.testing.assert_allclose(by_index[:1], G.generate(seeds=[0], c=0), atol=1e-5)   # a batch of 1: other BLAS sums
+    assert np.abs(G.generate(seeds=[0], c=1) - by_index[:1]).max() > 1e-4    # the label matters
+    with pytest.raises(ValueError, match=r"class index 3 is out of range: this generator has 3 classes \(0-2\)"):
+        G.generate(seeds=[0], c=3)
+    with pytest.raises(ValueError, match="conditional on 3 classes: pass c"):
+        G.generate(seeds=[0])
+    with pytest.raises(ValueError, match="unconditional .* takes no class label"):
+        G_plain.generate(seeds=[0], c=0)
+
+
+def test_gradients_through_the_label_path_of_the_mapping_float64():
+    G, _ = tiny_conditional(8, dtype=np.float64, seed=2)
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((3, G.z_dim))
+    params = [G.mapping.embed.weight, G.mapping.embed.bias, G.mapping.layers[0].weight]
+
+    def mapping(c, *weights):
+        _substitute(G, {id(p): w for p, w in zip(params, weights)})
+        try:
+            return G.mapping(ns.Tensor(z), c)
+        finally:
+            _restore(G, {})
+
+    # the label itself as a continuous input too: the embedding is linear in it
+    c = np.eye(3)[[0, 2, 1]] + 0.1 * rng.standard_normal((3, 3))
+    check_backward(mapping, [c] + [p.data.copy() + 0.1 * rng.standard_normal(p.shape) for p in params],
+                   num_directions=2)
+
+
+def test_gradients_through_the_projection_of_the_discriminator_float64():
+    _, D = tiny_conditional(8, dtype=np.float64, seed=4)
+    rng = np.random.default_rng(5)
+    img = rng.standard_normal((2, 1, 8, 8))
+    c = np.eye(3)[[1, 2]]
+    params = [D.mapping.embed.weight, D.mapping.layers[1].weight, D.epilogue.out.weight, D.epilogue.out.bias]
+
+    def score(x, *weights):
+        _substitute(D, {id(p): w for p, w in zip(params, weights)})
+        try:
+            return D(x, ns.Tensor(c))
+        finally:
+            _restore(D, {})
+
+    check_backward(score, [img] + [p.data.copy() + 0.1 * rng.standard_normal(p.shape) for p in params],
+                   num_directions=2)
+
+    # R1 through the conditional D: the input gradient, differentiated again with respect to the
+    # label path's weights and the projection
+    def r1(*weights):
+        _substitute(D, {id(p): w for p, w in zip(params, weights)})
+        try:
+            x = ns.Tensor(img, requires_grad=True)
+            (g,) = ns.grad(D(x, ns.Tensor(c)).sum(), [x], create_graph=True)
+            return (g * g).sum()
+        finally:
+            _restore(D, {})
+
+    check_backward(r1, [p.data.copy() for p in params], num_directions=1)
+
+
+def test_the_projection_scores_each_label_by_its_own_embedding():
+    """D(x, c) = <out(x), cmap(c)> / sqrt(cmap_dim): computed by hand from D's parts."""
+    _, D = tiny_conditional(8, dtype=np.float64, seed=6)
+    img = ns.Tensor(np.random.default_rng(7).standard_normal((2, 1, 8, 8)))
+    c = ns.Tensor(np.eye(3)[[2, 0]])
+    with ns.no_grad():
+        x = None
+        for block in D.blocks:
+            x = block(x, img)
+        e = D.epilogue
+        h = e.conv(ns.ops.minibatch_std(x, group_size=e.mbstd_group_size, num_channels=e.mbstd_num_channels))
+        out = e.out(e.fc(h.reshape(h.shape[0], -1))).data
+        cmap = D.mapping(None, c).data
+        expected = (out * cmap).sum(axis=1, keepdims=True) / np.sqrt(e.cmap_dim)
+        np.testing.assert_allclose(D(img, c).data, expected, rtol=1e-12)

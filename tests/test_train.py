@@ -289,6 +289,7 @@ def test_cli_train_sample_evaluate(tmp_path, image_folder):
     (["--resume", "NOT_A_RUN.npz", "--lr", "0.001", "--batch", "8", "--seed", "0"], "--batch, --seed would be ignored"),
     (["--kimg", "-1"], "--kimg -1: must be > 0"),
     (["--res", "0"], "--res 0: must be a power of two from 4 to 1024"),
+    (["--cond", "--res", "16"], "--cond trains on class labels"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, message):
     result = _cli(os.path.join(ROOT, "examples", "train_oasis.py"), "--kimg", "0.004", *args, cwd=tmp_path)
@@ -374,8 +375,8 @@ def test_data_needs_one_minibatch_stddev_group(tmp_path):
 def _poison_discriminator(monkeypatch):
     original = train_module.StyleGAN2Loss.discriminator_loss
 
-    def poisoned(self, real, z, rng):
-        loss, stats = original(self, real, z, rng)
+    def poisoned(self, real, z, rng, **labels):
+        loss, stats = original(self, real, z, rng, **labels)
         return loss * float("nan"), stats
     monkeypatch.setattr(train_module.StyleGAN2Loss, "discriminator_loss", poisoned)
     return original
@@ -569,3 +570,195 @@ def test_sigkill_leftovers_are_removed_and_resume_continues(tmp_path):
     assert "left by a write that was killed: " + ", ".join(stale) in result.stdout
     assert _leftovers(out) == ["notes.tmp"]
     assert load_checkpoint(str(out / "latest.npz"))[1]["cur_nimg"] == meta["cur_nimg"] + 8
+
+
+def test_plot_latents_pca_and_cli(tmp_path):
+    import examples_helpers  # noqa: F401  (puts examples/ on the path)
+    from plot_latents import pca
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 5)) * np.array([3.0, 2.0, 1.0, 0.5, 0.1]) + 7.0
+    coordinates, share = pca(x)
+    variance = np.array([9.0, 4.0, 1.0, 0.25, 0.01])
+    np.testing.assert_allclose(share, variance[:2] / variance.sum(), rtol=0.05)
+    np.testing.assert_allclose(coordinates.var(axis=0), variance[:2], rtol=0.1)
+    result = _cli(os.path.join(ROOT, "examples", "plot_latents.py"), "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--method {pca,umap,both}" in result.stdout
+    run = train(tiny_config(tmp_path / "run"), log_to_stdout=False)
+    result = _cli(os.path.join(ROOT, "examples", "plot_latents.py"), "--ckpt", os.path.join(run, "latest.npz"),
+                  "--num", "32", "--out", str(tmp_path / "w.png"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "w.png").size[0] > 300 and "unconditional" in result.stdout
+
+
+# ---- conditional runs (--cond) -------------------------------------------------------------------
+
+def _two_class_folder(root, per_class=24, res=16, seed=0):
+    """AD/ and NC/ subfolders of two visibly different patterns, both symmetric under x-flip: the
+    top half bright (AD) or the bottom half bright (NC), the edge moved by up to a pixel, plus noise."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(("AD", "NC")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = np.full((res, res), 30.0)
+            edge = res // 2 + int(rng.integers(-1, 2))
+            if label == 0:
+                image[:edge] = 220.0
+            else:
+                image[edge:] = 220.0
+            image += rng.normal(0, 5, image.shape)
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(str(root / name / f"case_{i:03d}.png"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    """A tiny conditional run on the two-class folder: 500 images (a few hundred), lr 0.005."""
+    root = _two_class_folder(tmp_path_factory.mktemp("labelled") / "slices")
+    out = tmp_path_factory.mktemp("cond") / "run"
+    run = train(tiny_config(out, data=str(root), classes="AD,NC", cond=True, kimg=0.5, snap_kimg=0.5,
+                            metrics_kimg=0, lr_G=0.005, lr_D=0.005), log_to_stdout=False)
+    return root, run
+
+
+def test_a_conditional_run_samples_each_class(conditional_run):
+    from nanostyle.data import load_image_folder, to_float
+    from examples_helpers import load_generator
+    root, run = conditional_run
+    G, meta = load_generator(os.path.join(run, "latest.npz"))
+    assert meta["class_names"] == ["AD", "NC"] and G.c_dim == 2 and meta["network"]["D"]["c_dim"] == 2
+    assert "conditional on AD (24 images), NC (24 images)" in open(os.path.join(run, "log.txt")).read()
+    dataset = load_image_folder(str(root), 16, classes="AD,NC", verbose=False)
+    reals = to_float(dataset.images).reshape(len(dataset), -1)
+    for label in (0, 1):
+        fakes = G.generate(seeds=range(100), c=label).reshape(100, -1)
+        nearest = ((fakes[:, None] - reals[None]) ** 2).sum(axis=2).argmin(axis=1)
+        # a nearest-neighbour classifier on the reals puts the samples of each class in that class
+        assert np.mean(dataset.labels[nearest] == label) >= 0.9, label
+
+
+def test_conditional_cli_samples_evaluates_and_plots_per_class(tmp_path, conditional_run):
+    _, run = conditional_run
+    ckpt = os.path.join(run, "latest.npz")
+    result = _cli(os.path.join(ROOT, "examples", "sample.py"), "--ckpt", ckpt, "--class", "NC", "--seeds", "0-3",
+                  "--out", str(tmp_path / "nc"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(os.listdir(tmp_path / "nc")) == 4
+    result = _cli(os.path.join(ROOT, "examples", "sample.py"), "--ckpt", ckpt, "--out", str(tmp_path / "all"),
+                  cwd=tmp_path)
+    assert result.returncode == 0 and "rows: AD, NC" in result.stdout, result.stderr
+    grid = Image.open(tmp_path / "all" / "classes.png")
+    assert grid.size == (8 * 18 + 2, 2 * 18 + 2)                     # 8 seeds by 2 classes of 16 px
+    result = _cli(os.path.join(ROOT, "examples", "sample.py"), "--ckpt", ckpt, "--class", "MCI", cwd=tmp_path)
+    assert result.returncode == 2 and "its classes are 0 (AD), 1 (NC)" in result.stderr
+    result = _cli(os.path.join(ROOT, "examples", "evaluate.py"), "--ckpt", ckpt, "--num", "16",
+                  "--json", str(tmp_path / "m.json"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    found = json.load(open(tmp_path / "m.json"))
+    assert {"AD/swd_avg", "NC/swd_avg", "AD/diversity_ratio", "NC/num_real"} <= found.keys()
+    assert found["NC/num_real"] == 24 and "class NC:" in result.stdout
+    result = _cli(os.path.join(ROOT, "examples", "plot_latents.py"), "--ckpt", ckpt, "--num", "64",
+                  "--out", str(tmp_path / "latents.png"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "latents.png").size[0] > 300 and "AD, NC" in result.stdout
+
+
+def test_sampling_a_class_of_an_unconditional_checkpoint_fails_clearly(tmp_path):
+    run = train(tiny_config(tmp_path / "plain"), log_to_stdout=False)
+    result = _cli(os.path.join(ROOT, "examples", "sample.py"), "--ckpt", os.path.join(run, "latest.npz"),
+                  "--class", "AD", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--class AD: this checkpoint's generator is unconditional (trained without --cond)" in result.stderr
+
+
+def test_conditional_resume_is_bit_exact_with_the_per_class_floor(tmp_path, monkeypatch):
+    real_target = diversity_module.mean_pair_distance
+    monkeypatch.setattr(diversity_module, "mean_pair_distance", lambda images: 10 * real_target(images))
+    root = _two_class_folder(tmp_path / "slices", per_class=6)
+    options = dict(data=str(root), classes="AD,NC", cond=True, diversity=DiversityConfig(weight=2.0, until_kimg=0.0),
+                   batch=8, pl_weight=2.0)
+    straight = train(tiny_config(tmp_path / "a", kimg=0.064, **options), log_to_stdout=False)
+    half = train(tiny_config(tmp_path / "b", kimg=0.032, **options), log_to_stdout=False)
+    train(TrainConfig(kimg=0.064), resume=half, log_to_stdout=False)
+    a, meta_a = load_checkpoint(os.path.join(straight, "latest.npz"))
+    b, meta_b = load_checkpoint(os.path.join(half, "latest.npz"))
+    assert meta_a["cur_nimg"] == meta_b["cur_nimg"] == 64 and sorted(a) == sorted(b)
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == []
+    assert any(r.get("loss_diversity", 0) > 0 for r in meta_b["records"])           # the floor was at work
+    assert "targets AD" in open(os.path.join(half, "log.txt")).read()
+
+
+def test_the_collapse_guard_watches_each_class(tmp_path, monkeypatch):
+    # class NC's samples are much less varied than its reals, class AD's are fine
+    monkeypatch.setattr(train_module, "_quick_metrics",
+                        lambda G_ema, images, c=None, num=256: {"diversity_ratio": 0.3 if c == 1 else 0.9,
+                                                                "swd_avg": 10.0 * (c + 1)})
+    root = _two_class_folder(tmp_path / "slices", per_class=4)
+    run = train(tiny_config(tmp_path / "run", data=str(root), classes="AD,NC", cond=True, kimg=0.016,
+                            metrics_kimg=0.016), log_to_stdout=False)
+    record = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))][-1]
+    assert (record["AD/diversity_ratio"], record["NC/diversity_ratio"], record["diversity_ratio"]) == (0.9, 0.3, 0.3)
+    assert record["swd_avg"] == 15.0 and record["collapse_warning"] is True
+    log = open(os.path.join(run, "log.txt")).read()
+    assert "possible mode collapse of class NC at 0.016 kimg" in log and "of class AD" not in log
+
+
+def test_cond_needs_labelled_data(tmp_path):
+    with pytest.raises(train_module.DataError, match="--cond trains on class labels, but the data has no classes"):
+        train(tiny_config(tmp_path / "run", cond=True), log_to_stdout=False)
+
+
+# ---- 128 and 256 px ------------------------------------------------------------------------------
+
+def test_presets_at_128_and_256_px_follow_stylegan2_ada():
+    quiet = dict(log=lambda message: None)
+    for res, batch, gamma, ema in ((128, 32, 0.1024, 10.0), (256, 16, 0.8192, 5.0)):
+        auto = TrainConfig(res=res, device="cuda").preset(**quiet)
+        assert (auto.cfg, auto.batch, auto.ema_kimg) == ("auto", batch, ema)
+        assert auto.gamma == pytest.approx(gamma)                  # 0.0002 res^2 / batch
+        cpu = TrainConfig(res=res, device="cpu").preset(**quiet)
+        assert (cpu.cfg, cpu.batch, cpu.ema_kimg, cpu.minutes) == ("cpu", 16, 2.0, 55.0)
+        assert cpu.gamma == pytest.approx(0.0002 * res ** 2 / 16)
+        larger = TrainConfig(res=res, device="cpu", batch=32).preset(**quiet)
+        assert larger.gamma == pytest.approx(0.0002 * res ** 2 / 32)
+        assert network_kwargs("auto", res)[0]["mapping_layers"] == 2
+    # 64 px stays as it was
+    for device in ("cpu", "cuda"):
+        config = TrainConfig(res=64, device=device).preset(**quiet)
+        assert (config.batch, config.gamma) == (16, 0.1) and config.ema_kimg == (2.0 if device == "cpu" else 10.0)
+    # the cpu widths halve per octave, as auto's do
+    G, D = network_kwargs("cpu", 256)
+    assert (G["channel_base"], G["channel_max"]) == (2048, 128) == (D["channel_base"], D["channel_max"])
+
+
+# ---- the plan's measured speed -------------------------------------------------------------------
+
+def test_measuring_the_speed_leaves_the_run_as_it_was(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "run", pl_weight=2.0).preset(log=lambda m: None)
+    run = train_module.Run(config, load_default_dataset(16))
+    before_arrays, before_meta = run.state()
+    speed = train_module.measure_speed(run)
+    after_arrays, after_meta = run.state()
+    assert speed > 0 and after_meta == before_meta
+    assert [k for k in before_arrays if not np.array_equal(before_arrays[k], after_arrays[k])] == []
+    # iterations of each kind, weighted by how often they come: R1 every 16, path length every 4
+    assert train_module._iteration_kinds(config) == {0: 1 / 16, 1: 12 / 16, 4: 3 / 16}
+    # and a whole run timed first equals one that is not (the plan says what it measured)
+    monkeypatch.setattr(train_module, "MEASURE_MIN_ITERATIONS", 0)
+    timed = train(tiny_config(tmp_path / "timed", kimg=0.016), log_to_stdout=False)
+    monkeypatch.setattr(train_module, "MEASURE_MIN_ITERATIONS", 10 ** 9)
+    untimed = train(tiny_config(tmp_path / "untimed", kimg=0.016), log_to_stdout=False)
+    a, meta_a = load_checkpoint(os.path.join(timed, "latest.npz"))
+    b, meta_b = load_checkpoint(os.path.join(untimed, "latest.npz"))
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == [] and meta_a["rng"] == meta_b["rng"]
+    assert "img/s (training iterations timed on a copy of the run" in open(os.path.join(timed, "log.txt")).read()
+    assert "measured" not in open(os.path.join(untimed, "log.txt")).read()
+
+
+def test_the_plan_says_how_long_kimg_takes_and_where_the_budget_ends_it(tmp_path):
+    config = tiny_config(tmp_path / "run", kimg=100, minutes=30).preset(log=lambda m: None)
+    run = train_module.Run(config, load_default_dataset(16))
+    line = train_module.plan(run, speed=20.0)
+    assert "measured 20.0 img/s" in line and "100 kimg take about 1 h 23 min" in line
+    assert "the 30-minute budget ends the run near 36 kimg" in line
+    run.config.minutes = 0
+    assert "budget" not in train_module.plan(run, speed=20.0).split("measured")[1]
