@@ -105,9 +105,9 @@ class SynthesisLayer(Module):
             rng = rng if rng is not None else np.random.default_rng()
             noise = rng.standard_normal((N, 1, self.resolution, self.resolution)).astype(x.dtype)
             noise = Tensor(backend.get_array_module(x.data).asarray(noise))
-        elif noise_mode == "const":
-            noise = Tensor(self.noise_const.data.reshape(1, 1, self.resolution, self.resolution)
-                           .repeat(N, axis=0))
+        elif noise_mode == "const":   # Tensor ops, so a projector can optimise noise_const
+            noise = self.noise_const.reshape(1, 1, self.resolution, self.resolution) \
+                .broadcast_to((N, 1, self.resolution, self.resolution))
         else:
             noise = None
         if noise is not None:
