@@ -12,14 +12,14 @@ from .data import to_uint8
 
 
 def image_grid(images, nrow=None, padding=2):
-    """[N, C, H, W] floats in [-1, 1] -> one uint8 image [rows*H, cols*W] (or [.., .., 3])."""
+    """[N, C, H, W] uint8, or floats in [-1, 1] -> one uint8 image [rows*H, cols*W] (or [.., .., 3])."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"image_grid: images must be [N, C, H, W], got {images.shape}")
     N, C, H, W = images.shape
     ncol = nrow or int(math.ceil(math.sqrt(N)))
     nrows = int(math.ceil(N / ncol))
-    tiles = to_uint8(images).transpose(0, 2, 3, 1)
+    tiles = (images if images.dtype == np.uint8 else to_uint8(images)).transpose(0, 2, 3, 1)
     grid = np.zeros((nrows * (H + padding) + padding, ncol * (W + padding) + padding, C), dtype=np.uint8)
     for i in range(N):
         r, c = divmod(i, ncol)
@@ -34,13 +34,18 @@ def _save_png_atomic(array_or_image, path):
 
 
 def save_image_grid(images, path, nrow=None):
+    """Write images [N, C, H, W] (uint8, as Generator.sample gives, or floats in [-1, 1], as
+    generate gives) as one PNG grid to `path`, `nrow` images a row (default: a square), 2-pixel
+    black borders; written atomically."""
     _save_png_atomic(image_grid(images, nrow), path)
 
 
 def save_images(images, folder, names):
-    """One PNG per image at native resolution (grayscale for one channel)."""
+    """One PNG per image [N, C, H, W] (uint8, or floats in [-1, 1]) at native resolution
+    (grayscale for one channel), named by `names`; returns the paths."""
     os.makedirs(folder, exist_ok=True)
-    pixels = to_uint8(np.asarray(images)).transpose(0, 2, 3, 1)
+    images = np.asarray(images)
+    pixels = (images if images.dtype == np.uint8 else to_uint8(images)).transpose(0, 2, 3, 1)
     paths = []
     for tile, name in zip(pixels, names):
         path = os.path.join(folder, name if name.endswith(".png") else name + ".png")

@@ -13,13 +13,14 @@ from PIL import Image
 import dataclasses
 
 import nanostyle.diversity as diversity_module
-import nanostyle.train as train_module
 from nanostyle import blas
 from nanostyle.checkpoint import load_checkpoint
 from nanostyle.data import load_default_dataset
 from nanostyle.diversity import DiversityConfig
 from nanostyle.networks import network_kwargs
 from nanostyle.train import TrainConfig, TrainingDiverged, phase_step, train
+
+train_module = sys.modules["nanostyle.train"]   # `import nanostyle.train as m` binds ns.train, the function
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
