@@ -4,9 +4,10 @@
     G = ns.load("runs/RUN/latest.npz")             # trained generator (EMA weights)
     images = G.sample(seeds=range(8))              # uint8 [8, 1, R, R]
     ns.save_image_grid(images, "grid.png")
+    result = ns.project(G, slice_uint8)            # latent, image and residual of a real slice
 
 Public face: training (`TrainConfig`, `train`), trained models (`load`, `Generator.sample`,
-`evaluate`, `save_image_grid`, `CheckpointError`), the networks (`Generator`,
+`project`, `evaluate`, `save_image_grid`, `CheckpointError`), the networks (`Generator`,
 `Discriminator`, `MappingNetwork`, `SynthesisNetwork`), the autograd (`Tensor`, `grad`,
 `no_grad`), the differentiable ops in `ns.ops` and the gradient checks in `ns.gradcheck`.
 Importing needs neither a GPU nor CuPy.
@@ -31,5 +32,6 @@ from .checkpoint import CheckpointError
 from .train import TrainConfig, train
 from .viz import save_image_grid
 from .api import evaluate, load
+from .projector import Projection, project
 
 __version__ = "0.1.0"

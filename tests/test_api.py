@@ -16,8 +16,8 @@ from nanostyle.data import to_uint8
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-EXPORTS = ("load", "evaluate", "train", "TrainConfig", "save_image_grid", "CheckpointError",
-           "Generator", "Discriminator", "MappingNetwork", "SynthesisNetwork")
+EXPORTS = ("load", "project", "evaluate", "train", "TrainConfig", "save_image_grid", "CheckpointError",
+           "Generator", "Discriminator", "MappingNetwork", "SynthesisNetwork", "Projection")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_public_names_are_exported_and_documented():
     for name in EXPORTS:
         obj = getattr(ns, name)
         assert inspect.getdoc(obj), f"nanostyle.{name} has no docstring"
-    for cls, methods in ((ns.Generator, ("generate", "sample")),):
+    for cls, methods in ((ns.Generator, ("generate", "sample")), (ns.Projection, ("psnr",))):
         for method in methods:
             assert inspect.getdoc(getattr(cls, method)), f"{cls.__name__}.{method} has no docstring"
     assert callable(ns.train) and "TrainConfig" in inspect.getdoc(ns.train)
