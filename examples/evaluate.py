@@ -2,45 +2,40 @@
 
     python examples/evaluate.py --ckpt runs/RUN/latest.npz [--data DIR] [--num 500] [--json out.json]
 
-Prints sliced Wasserstein distance, k-NN precision/recall, MS-SSIM diversity (generated vs real)
-and memorisation (distance of samples to their nearest training image vs held-out reals).
+Prints sliced Wasserstein distance, k-NN precision/recall (exact and pose-tolerant), MS-SSIM
+diversity (generated vs real) and memorisation (distance of samples to their nearest training
+image vs held-out reals). In Python: nanostyle.evaluate(nanostyle.load(CKPT), num=500).
 """
 import argparse
 import json
 
 import _common  # noqa: F401  (first: makes nanostyle importable and imports it before NumPy)
 from _common import friendly_errors
-from sample import load_generator
+
+
+def _parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, metavar="FILE",
+                   help="checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder (required)")
+    p.add_argument("--data", metavar="DIR", help="folder of real slices (default: the data the checkpoint was "
+                                                 "trained on; the shipped MNI152 slices if none)")
+    p.add_argument("--num", type=int, default=500, help="number of generated images (default 500)")
+    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI",
+                   help="truncation psi of the samples (default 1 = none)")
+    p.add_argument("--json", metavar="FILE", help="also write the results to this JSON file (default: print only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the metrics' random draws and of the held-out "
+                                                       "split (default 0)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers, else cpu")
+    return p
 
 
 @friendly_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--data", help="real images (default: the data the checkpoint was trained on)")
-    p.add_argument("--num", type=int, default=500, help="number of generated images")
-    p.add_argument("--trunc", type=float, default=1.0)
-    p.add_argument("--json", help="write the results here")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-
+    args = _parser().parse_args(argv)
+    import nanostyle as ns
     from nanostyle import metrics
-    from nanostyle.data import heldout_split, load_default_dataset, load_image_folder, slice_groups, to_float
-    G, meta = load_generator(args.ckpt)
-    res = meta["config"]["res"]
-    data = args.data or meta["config"].get("data")
-    dataset = load_image_folder(data, res) if data else load_default_dataset(res)
-    reals = to_float(dataset.images)
-    # Memorisation compares samples with held-out reals, both measured against the remaining
-    # slices. Whole groups are held out (OASIS subjects; on other data runs of 8 neighbouring
-    # slices), so a held-out slice has no near-twin left in the reference set. The model saw
-    # these slices in training too, so this is a lower bound on how far an unseen brain would
-    # be; a ratio well below 1 still flags copying.
-    rest, held = heldout_split(slice_groups(dataset), fraction=0.2, seed=args.seed)
-    heldout, rest = reals[held], reals[rest]
-    fakes = G.generate(seeds=range(100_000, 100_000 + args.num), truncation_psi=args.trunc, noise_mode="random")
-    results = metrics.evaluate(reals, fakes, train=rest, heldout=heldout, seed=args.seed)
-    results.update(kimg=meta["cur_nimg"] / 1000, num_fake=len(fakes), num_real=len(reals))
+    G = ns.load(args.ckpt, device=args.device)
+    results = ns.evaluate(G, data=args.data, num=args.num, truncation_psi=args.trunc, seed=args.seed)
     print(metrics.format_table(results))
     if args.json:
         with open(args.json, "w") as handle:

@@ -1,9 +1,12 @@
-"""Images from a nanostyle checkpoint (its G_ema).
+"""Images from a trained checkpoint (its G_ema): one PNG per seed, or a grid.
 
     python examples/sample.py --ckpt runs/RUN/latest.npz --seeds 0-63          # one PNG per seed
-    python examples/sample.py --ckpt w.npz --num 16 --grid --trunc 0.7
-    python examples/sample.py --ckpt w.npz --interp          # latent interpolation GIF
-    python examples/sample.py --ckpt w.npz --mix             # style-mixing grid
+    python examples/sample.py --ckpt runs/RUN/latest.npz --num 16 --grid --trunc 0.7
+    python examples/sample.py --ckpt runs/RUN/latest.npz --interp              # latent interpolation GIF
+    python examples/sample.py --ckpt runs/RUN/latest.npz --mix                 # style-mixing grid
+
+In Python: G = nanostyle.load(CKPT); G.sample(seeds=range(64)) gives these images as uint8
+[N, 1, R, R].
 """
 import argparse
 import os
@@ -27,41 +30,42 @@ def parse_seeds(text):
     return seeds
 
 
-def load_generator(path):
-    from nanostyle.checkpoint import CheckpointError, load_checkpoint
-    from nanostyle.networks import Generator
-    arrays, meta = load_checkpoint(path)
-    try:
-        config = meta["config"]
-        G = Generator(img_resolution=config["res"], img_channels=1, **meta["network"]["G"])
-        G.load_state_dict({k[len("G_ema/"):]: v for k, v in arrays.items() if k.startswith("G_ema/")})
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path!r} holds no usable generator: {error}") from None
-    return G, meta
+def _parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, metavar="FILE",
+                   help="checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder (required)")
+    p.add_argument("--seeds", help="seeds, e.g. 0-63 or 1,5,9; z is drawn from each (default 0-63, or "
+                                   "0..N-1 with --num N)")
+    p.add_argument("--num", type=int, metavar="N", help="number of images, seeds 0..N-1 (default 64)")
+    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI",
+                   help="truncation psi: w pulled towards its average, less variety, fewer odd samples "
+                        "(default 1 = none)")
+    p.add_argument("--out", default="samples", metavar="DIR", help="output folder (default ./samples)")
+    p.add_argument("--grid", action="store_true", help="write one grid PNG instead of one PNG per seed "
+                                                       "(default: one PNG per seed)")
+    p.add_argument("--interp", action="store_true", help="also write a latent-interpolation GIF through the "
+                                                         "first 8 seeds (default: off)")
+    p.add_argument("--mix", action="store_true", help="also write a style-mixing grid of the first 6 seeds "
+                                                      "(default: off)")
+    p.add_argument("--noise", choices=["const", "random", "none"], default="const",
+                   help="noise inputs: const (a seed gives the same image every time), random or none "
+                        "(default const; the 'cpu' networks have none)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers, else cpu")
+    return p
 
 
 @friendly_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint .npz (latest.npz or ckpt-*.npz)")
-    p.add_argument("--seeds", help="seeds, e.g. 0-63 or 1,5,9 (default 0-63)")
-    p.add_argument("--num", type=int, help="number of images (seeds 0..num-1)")
-    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (1 = none)")
-    p.add_argument("--out", default="samples", help="output folder (default ./samples)")
-    p.add_argument("--grid", action="store_true", help="write one grid PNG instead of one PNG per seed")
-    p.add_argument("--interp", action="store_true", help="write a latent-interpolation GIF")
-    p.add_argument("--mix", action="store_true", help="write a style-mixing grid")
-    p.add_argument("--noise", choices=["const", "random", "none"], default="const")
-    args = p.parse_args(argv)
-
+    args = _parser().parse_args(argv)
+    import nanostyle as ns
     from nanostyle import viz
-    G, meta = load_generator(args.ckpt)
+    G = ns.load(args.ckpt, device=args.device)
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num if args.num else 64))
     os.makedirs(args.out, exist_ok=True)
-    images = G.generate(seeds=seeds, truncation_psi=args.trunc, noise_mode=args.noise)
+    images = G.sample(seeds=seeds, truncation_psi=args.trunc, noise_mode=args.noise)
     if args.grid:
         path = os.path.join(args.out, "grid.png")
-        viz.save_image_grid(images, path)
+        ns.save_image_grid(images, path)
         print(f"wrote {path} ({len(seeds)} images)")
     else:
         paths = viz.save_images(images, args.out, [f"seed{s:04d}" for s in seeds])
@@ -73,7 +77,7 @@ def main(argv=None):
 
 
 def write_interpolation(G, seeds, args, steps=12):
-    """Spherical-free linear interpolation in z between consecutive seeds, as one GIF."""
+    """Linear interpolation in z between consecutive seeds (and back to the first), as one GIF."""
     from nanostyle import viz
     if len(seeds) < 2:
         seeds = [seeds[0], seeds[0] + 1]
@@ -82,21 +86,20 @@ def write_interpolation(G, seeds, args, steps=12):
     for a, b in zip(zs[:-1], zs[1:]):
         for t in np.linspace(0, 1, steps, endpoint=False):
             frames.append((1 - t) * a + t * b)
-    images = G.generate(z=np.asarray(frames, dtype=np.float32), truncation_psi=args.trunc, noise_mode="const")
-    paths = viz.save_images(images, os.path.join(args.out, "interp_frames"), [f"f{i:04d}" for i in range(len(images))])
+    images = G.sample(z=np.asarray(frames, dtype=np.float32), truncation_psi=args.trunc, noise_mode="const")
     out = os.path.join(args.out, "interpolation.gif")
-    viz.make_gif(paths, out, duration_ms=80)
-    print(f"wrote {out} ({len(paths)} frames)")
+    viz.save_gif(images[:, 0], out)
+    print(f"wrote {out} ({len(images)} frames)")
 
 
 def write_style_mix(G, seeds, args):
     """Rows: coarse styles (first ws) from row seeds; columns: fine styles from column seeds."""
-    from nanostyle import viz
+    from nanostyle import backend, viz
     from nanostyle.autograd import Tensor, concat, no_grad
-    from nanostyle import backend
     half = len(seeds) // 2 or 1
     rows, cols = seeds[:half], seeds[half:] or seeds[:1]
-    z = lambda s: Tensor(np.random.default_rng(s).standard_normal((1, G.z_dim)).astype(np.float32))
+    xp = G.mapping.w_avg.xp
+    z = lambda s: Tensor(xp.asarray(np.random.default_rng(s).standard_normal((1, G.z_dim)).astype(np.float32)))
     cutoff = max(G.num_ws // 2, 1)
     tiles = []
     with no_grad():
