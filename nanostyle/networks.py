@@ -394,7 +394,7 @@ def network_kwargs(cfg, res):
 
     auto:    StyleGAN2-ADA's 'auto' spec: channel_base 16384 (32768 from 512 up), channel_max
              512, 2 mapping layers, z = w = 512.
-    bench64: the fixed speed yardstick of DESIGN.md (res 64 only).
+    bench64: the fixed speed yardstick of docs/design.md (res 64 only).
     cpu:     narrow widths for a useful hour on a 2-core CPU, and no per-pixel noise inputs
              (use_noise=False; StyleGAN3 dropped them too).
     tiny:    a few channels, for tests only.
