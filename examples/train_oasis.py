@@ -18,14 +18,17 @@ def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="folder of PNG/JPG slices, searched recursively (default: shipped MNI152 slices)")
     p.add_argument("--res", type=int, default=64, help="image resolution, a power of two (default 64)")
-    p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D")
+    p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D (default 100 with the "
+                                              "cpu networks, where --minutes usually ends it first; 5000 otherwise)")
     p.add_argument("--minutes", type=float,
                    help="wall-clock budget of the training loop: when it is reached the run ends with a final "
                         "snapshot and metrics (default 55 on the CPU, so the default run fits an hour; 0 = none)")
     p.add_argument("--batch", type=int, help="minibatch size (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the networks' weights and of every random draw of "
+                                                       "the run (default 0)")
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or a checkpoint) to --kimg "
+                                                   "(default: start a new run)")
     p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
                                             "networks, 0.0025 as StyleGAN2 otherwise)")
@@ -41,16 +44,21 @@ def _parser():
     p.add_argument("--diversity-space", choices=["pixels", "gradients"], default="pixels",
                    help="the floor's distance between samples: RMS of the pixels (default) or of the image "
                         "gradients, which brightness and background level do not change")
-    p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
+    p.add_argument("--aug", choices=["ada", "noaug"], default="ada",
+                   help="augmentation of D's inputs: ada (adaptive, against D overfitting few images) or noaug "
+                        "(default ada)")
     p.add_argument("--aug-pivot", choices=["mean", "black"], default="mean",
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
-                        "keeps the MRI background at -1 (weaker: D overfitted with it in the cpu run)")
+                        "keeps the MRI background at -1 (weaker: D overfitted with it in the cpu run) (default mean)")
     p.add_argument("--cfg", choices=["auto", "bench64", "cpu"],
                    help="network config: auto (StyleGAN2-ADA's widths), bench64 (the speed yardstick), cpu "
                         "(narrow, for a CPU hour); default: cpu on a CPU, auto with a GPU")
-    p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC")
-    p.add_argument("--snap", type=float, help="snapshot interval in kimg")
-    p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
+    p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC (default: every "
+                                     "image, no classes)")
+    p.add_argument("--snap", type=float, help="snapshot interval in kimg (default 2 with the cpu networks, 50 "
+                                              "otherwise)")
+    p.add_argument("--metrics", type=float, help="metrics interval in kimg, 0 = off (default: every second "
+                                                 "snapshot with the cpu networks, every snapshot otherwise)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
     return p
 

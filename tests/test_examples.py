@@ -36,7 +36,7 @@ def test_help_needs_no_gpu_data_or_cupy(script, tmp_path):
     assert result.stdout.startswith("usage:") and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("script", ("sample", "evaluate", "project"))
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_every_option_has_help_that_names_its_default(script):
     parser = importlib.import_module(script)._parser()
     for action in parser._actions:
