@@ -1,4 +1,5 @@
-"""Seconds per training iteration for a named configuration (DESIGN.md "The bench64 configuration").
+"""Seconds per training iteration for a named configuration (docs/design.md, "The bench64
+configuration").
 
     python benchmarks/train_step.py --config bench64 [--iters 5] [--json FILE]
     mpiexec -n 2 python benchmarks/train_step.py --config bench64 --dist mpi   # each rank its rows

@@ -19,7 +19,9 @@ from _common import friendly_errors
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint .npz (latest.npz or ckpt-*.npz); its G_ema is used")
+    p.add_argument("--ckpt", required=True, metavar="FILE",
+                   help="checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder; its G_ema is used "
+                        "(required)")
     p.add_argument("--num", type=int, default=1000,
                    help="number of sampled images, split evenly over the classes of a conditional model (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="first seed: z of sample i from seed + i (default 0)")
@@ -27,6 +29,7 @@ def _parser():
     p.add_argument("--method", choices=["pca", "umap", "both"], default="pca",
                    help="projection: pca (NumPy), umap (needs umap-learn) or both side by side (default pca)")
     p.add_argument("--out", default="latents.png", help="output PNG (default ./latents.png)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers, else cpu")
     return p
 
 
@@ -88,11 +91,11 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.num < 2:
         raise ValueError(f"--num {args.num}: need at least 2 samples to project")
-    from sample import load_generator
-    G, meta = load_generator(args.ckpt)
+    import nanostyle as ns
+    G = ns.load(args.ckpt, device=args.device)
     seeds = range(args.seed, args.seed + args.num)
     if G.c_dim:
-        names = meta.get("class_names") or [str(i) for i in range(G.c_dim)]
+        names = G.class_names or [str(i) for i in range(G.c_dim)]
         labels = np.arange(args.num) * G.c_dim // args.num            # evenly over the classes
     else:
         names, labels = ["samples"], np.zeros(args.num, dtype=np.int64)
@@ -104,7 +107,7 @@ def main(argv=None):
                        f"PC2 ({100 * share[1]:.1f} % of the variance of w)", "PCA"))
     if args.method in ("umap", "both"):
         panels.append((umap_2d(w, args.seed), "UMAP 1", "UMAP 2", "UMAP"))
-    kimg = meta.get("cur_nimg", 0) / 1000
+    kimg = G.kimg
     title = (f"w of {args.num} samples, {os.path.basename(args.ckpt)} at {kimg:g} kimg"
              + (f", truncation {args.trunc:g}" if args.trunc != 1 else ""))
     plot(panels, labels, names, title, args.out)

@@ -28,17 +28,20 @@ def _parser():
     p.add_argument("--res", type=int, default=64,
                    help="image resolution, a power of two (default 64; 128 and 256 take StyleGAN2-ADA's settings "
                         "for them; the default data is 128x128)")
-    p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D")
+    p.add_argument("--kimg", type=float, help="length in thousands of real images shown to D (default 100 with the "
+                                              "cpu networks, where --minutes usually ends it first; 5000 otherwise)")
     p.add_argument("--minutes", type=float,
                    help="wall-clock budget of the training loop: when it is reached the run ends with a final "
                         "snapshot and metrics (default 55 on the CPU, so the default run fits an hour; 0 = none)")
-    p.add_argument("--batch", type=int, help="minibatch size (default 16; with --cfg auto from 128 px "
-                                             "StyleGAN2-ADA's min(4096 / res, 32))")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, help="minibatch size, the whole batch over all processes (default 16; with "
+                                             "--cfg auto from 128 px StyleGAN2-ADA's min(4096 / res, 32))")
+    p.add_argument("--seed", type=int, default=0, help="seed of the networks' weights and of every random draw of "
+                                                       "the run (default 0)")
     p.add_argument("--out", help="run folder (default runs/<time>-res<res>)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN to --kimg: its folder (from its newest checkpoint that loads) or a checkpoint; "
-                        "takes --kimg, --minutes, --device, --keep, and --lr and --gamma (say, after a divergence)")
+                        "takes --kimg, --minutes, --device, --keep, --dist, and --lr and --gamma (say, after a "
+                        "divergence) (default: start a new run)")
     p.add_argument("--gamma", type=float, help="R1 weight (default 0.1 at res <= 64; above, StyleGAN2-ADA's "
                                                 "0.0002 * res^2 / batch)")
     p.add_argument("--lr", type=float, help="Adam learning rate of G and D (default 0.004 with the cpu "
@@ -55,24 +58,28 @@ def _parser():
     p.add_argument("--diversity-space", choices=["pixels", "gradients"], default="pixels",
                    help="the floor's distance between samples: RMS of the pixels (default) or of the image "
                         "gradients, which brightness and background level do not change")
-    p.add_argument("--aug", choices=["ada", "noaug"], default="ada")
+    p.add_argument("--aug", choices=["ada", "noaug"], default="ada",
+                   help="augmentation of D's inputs: ada (adaptive, against D overfitting few images) or noaug "
+                        "(default ada)")
     p.add_argument("--aug-pivot", choices=["mean", "black"], default="mean",
                    help="ADA's brightness and contrast about the image mean (as ADA) or about black, which "
-                        "keeps the MRI background at -1 (weaker: D overfitted with it in the cpu run)")
+                        "keeps the MRI background at -1 (weaker: D overfitted with it in the cpu run) (default mean)")
     p.add_argument("--cfg", choices=["auto", "bench64", "cpu", "tiny"],
                    help="network config: auto (StyleGAN2-ADA's widths), bench64 (the speed yardstick), cpu "
                         "(narrow, for a CPU hour), tiny (a few channels, for tests); default: cpu on a CPU, "
                         "auto with a GPU")
     p.add_argument("--classes", help="comma-separated subfolders to use as classes, e.g. AD,NC, or '*' for every "
-                                     "subfolder (default: all images, one class)")
+                                     "subfolder (default: every image, no classes)")
     p.add_argument("--cond", action="store_true",
                    help="train a conditional StyleGAN2 on the class labels of --classes (or of every subfolder "
-                        "when --classes is not given); sample a class with sample.py --class NAME")
-    p.add_argument("--snap", type=float, help="snapshot interval in kimg")
+                        "when --classes is not given); sample a class with sample.py --class NAME (default: off)")
+    p.add_argument("--snap", type=float, help="snapshot interval in kimg (default 2 with the cpu networks, 50 "
+                                              "otherwise)")
     p.add_argument("--keep", type=int, metavar="N",
                    help="keep the newest N ckpt-*.npz snapshots besides latest.npz (default 5; 0 = latest.npz "
                         "only); the plan line says the disk this takes")
-    p.add_argument("--metrics", type=float, help="metrics interval in kimg (0 = off)")
+    p.add_argument("--metrics", type=float, help="metrics interval in kimg, 0 = off (default: every second "
+                                                 "snapshot with the cpu networks, every snapshot otherwise)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers")
     p.add_argument("--dist", choices=["none", "mpi", "nccl"],
                    help="how processes started by mpiexec share each batch (default: nccl when every process has a "

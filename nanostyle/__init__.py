@@ -1,7 +1,16 @@
 """nanostyle: a minimal, framework-free StyleGAN2 (NumPy on the CPU, CuPy CUDA kernels on a GPU).
 
-Public face: `ns.Tensor`, `ns.grad`, `ns.no_grad`, the differentiable ops in `ns.ops`, the
-gradient checks in `ns.gradcheck`, and the networks and training loop built on them.
+    import nanostyle as ns
+    G = ns.load("runs/RUN/latest.npz")             # trained generator (EMA weights)
+    images = G.sample(seeds=range(8))              # uint8 [8, 1, R, R]
+    ns.save_image_grid(images, "grid.png")
+    result = ns.project(G, slice_uint8)            # latent, image and residual of a real slice
+
+Public face: training (`TrainConfig`, `train`), trained models (`load`, `Generator.sample`,
+`project`, `evaluate`, `save_image_grid`, `CheckpointError`), the networks (`Generator`,
+`Discriminator`, `MappingNetwork`, `SynthesisNetwork`), the autograd (`Tensor`, `grad`,
+`no_grad`), the differentiable ops in `ns.ops` and the gradient checks in `ns.gradcheck`.
+Importing needs neither a GPU nor CuPy.
 """
 import os as _os
 import sys as _sys
@@ -29,5 +38,11 @@ from . import backend  # noqa: E402
 from .autograd import Tensor, Function, grad, no_grad, enable_grad, set_grad_enabled, concat, stack, where, tensor
 from . import gradcheck
 from . import ops
+from .networks import Discriminator, Generator, MappingNetwork, SynthesisNetwork
+from .checkpoint import CheckpointError
+from .train import TrainConfig, train
+from .viz import save_image_grid
+from .api import evaluate, load
+from .projector import Projection, project
 
 __version__ = "0.1.0"

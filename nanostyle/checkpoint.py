@@ -1,10 +1,14 @@
 """Checkpoints: one .npz per snapshot, written atomically, read without pickle.
 
-Layout: every array under its own name ("G/synthesis.b4.conv1.weight", "opt_D/m.3", ...), the
-metadata (config, counters, RNG states) as JSON text in the uint8 array "__meta__", plus
-"__format__" = "nanostyle-checkpoint" and "__version__". Writing goes to a temporary file in the
-same folder, flushed and fsynced, then renamed over the target: a run killed mid-write leaves
-the previous checkpoint intact (and its temporary file, which temporary_files() finds). Loading uses allow_pickle=False, so a file can never run code.
+Layout: every array under its own name: a network's state_dict under "G/", "G_ema/" and "D/"
+("G_ema/synthesis.blocks.3.conv1.weight", "G_ema/mapping.w_avg", "D/blocks.0.fromrgb.weight"),
+the optimisers' moments under "opt_G/" and "opt_D/" ("opt_D/m.3"); the metadata (config,
+network kwargs, counters, RNG states) as JSON text in the uint8 array "__meta__", plus
+"__format__" = "nanostyle-checkpoint" and "__version__". `nanostyle.load` builds a network from
+one. Writing goes to a temporary file in the same folder, flushed and fsynced, then renamed
+over the target: a run killed mid-write leaves the previous checkpoint intact (and its temporary
+file, which temporary_files() finds). Loading uses allow_pickle=False, so a file can never run
+code.
 """
 import json
 import os

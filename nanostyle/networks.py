@@ -54,9 +54,17 @@ class FullyConnectedLayer(Module):
 
 
 class MappingNetwork(Module):
-    """z -> w (broadcast to num_ws copies), with a label c when c_dim > 0. z_dim 0 maps the label
-    alone; num_ws None returns w [N, w_dim] as it is; w_avg_beta None tracks no w_avg (both as
-    the discriminator's cmap needs)."""
+    """z -> w: normalise z's second moment (and, when c_dim > 0, an embedding of the label c,
+    concatenated with it), then `num_layers` equalised dense layers with lrelu and learning-rate
+    multiplier `lr_multiplier`, each w repeated `num_ws` times.
+
+    forward(z, c=None, truncation_psi=1.0, truncation_cutoff=None, update_emas=False): z float
+    Tensor [N, z_dim], c one-hot [N, c_dim] -> ws Tensor [N, num_ws, w_dim]. `w_avg` (buffer
+    [w_dim]) is the running mean of w, updated when update_emas (training's G step);
+    truncation_psi < 1 pulls the first `truncation_cutoff` ws (all by default) that far towards
+    it. z_dim 0 maps the label alone; num_ws None returns w [N, w_dim] as it is; w_avg_beta None
+    tracks no w_avg (both as the discriminator's cmap needs).
+    """
 
     def __init__(self, z_dim, w_dim, num_ws, num_layers=8, lr_multiplier=0.01, w_avg_beta=0.995,
                  c_dim=0, rng=None, dtype=np.float32):
@@ -131,9 +139,9 @@ class SynthesisLayer(Module):
             rng = rng if rng is not None else np.random.default_rng()
             noise = rng.standard_normal((N, 1, self.resolution, self.resolution)).astype(x.dtype)
             noise = Tensor(backend.get_array_module(x.data).asarray(noise))
-        elif noise_mode == "const":
-            noise = Tensor(self.noise_const.data.reshape(1, 1, self.resolution, self.resolution)
-                           .repeat(N, axis=0))
+        elif noise_mode == "const":   # Tensor ops, so a projector can optimise noise_const
+            noise = self.noise_const.reshape(1, 1, self.resolution, self.resolution) \
+                .broadcast_to((N, 1, self.resolution, self.resolution))
         else:
             noise = None
         if noise is not None:
@@ -195,6 +203,17 @@ def _block_resolutions_up(img_resolution):
 
 
 class SynthesisNetwork(Module):
+    """ws -> image: `blocks[k]` works at 4 * 2**k pixels (a learned constant at 4x4, then an
+    upsampling modulated convolution and a plain one per resolution, each taking one w), and each
+    block's toRGB adds its image into the upsampled sum ('skip' architecture).
+
+    forward(ws, noise_mode="random", rng=None): ws float Tensor [N, num_ws, w_dim] -> images Tensor
+    [N, img_channels, img_resolution, img_resolution], nominally in [-1, 1] (not clipped). With
+    noise inputs (use_noise), noise_mode "random" draws the per-pixel noise from `rng`, "const"
+    uses each layer's fixed `noise_const` buffer (through the graph, so it can be optimised: the
+    projector does), "none" leaves it out.
+    """
+
     def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, use_noise=True,
                  rng=None, dtype=np.float32):
         super().__init__()
@@ -226,6 +245,19 @@ class SynthesisNetwork(Module):
 
 
 class Generator(Module):
+    """StyleGAN2's generator: `mapping` (MappingNetwork, z -> ws) then `synthesis`
+    (SynthesisNetwork, ws -> image). Channels per resolution: min(channel_base // res, channel_max);
+    the presets are in `network_kwargs`. Parameters are drawn from default_rng(seed).
+
+    forward(z, c=None, ...) -> images Tensor [N, img_channels, R, R] with a graph (training);
+    generate(seeds | z) -> NumPy float32 in [-1, 1]; sample(seeds | z) -> NumPy uint8 (pictures).
+    `c_dim` > 0 makes it conditional: each image then needs a class label c (an index or a
+    one-hot row).
+    State-dict names: "mapping.layers.0.weight", "mapping.w_avg",
+    "synthesis.blocks.3.conv1.weight" (block k at 4 * 2**k px), ...; a checkpoint stores them
+    under "G/", "G_ema/" (nanostyle.load reads them).
+    """
+
     def __init__(self, z_dim, w_dim, img_resolution, img_channels=1, mapping_layers=8, channel_base=32768,
                  channel_max=512, mapping_lr_mul=0.01, w_avg_beta=0.995, use_noise=True, c_dim=0, seed=0,
                  dtype=np.float32):
@@ -271,6 +303,24 @@ class Generator(Module):
         """Labels `c` for `count` images as float32 one-hot rows [count, c_dim]; None for an
         unconditional generator given none. `c`: one class index, `count` indices, or one-hot rows."""
         return one_hot(c, self.c_dim, count)
+
+    def sample(self, seeds=None, z=None, c=None, truncation_psi=1.0, noise_mode="const", batch=16):
+        """Images as NumPy uint8 [N, img_channels, R, R]: `generate`'s, rounded from [-1, 1] to
+        0..255, so exactly the pixels examples/sample.py writes for the same seeds.
+
+        seeds: ints (e.g. range(8)), z drawn from default_rng(seed) as in `generate`; or z: float
+        [N, z_dim]. c: class labels of a conditional generator (c_dim > 0), passed on to
+        `generate`. truncation_psi: w pulled towards w_avg (1 = none, 0.7 = typical trade of
+        variety for fidelity). noise_mode: "const" (a seed gives the same image every time),
+        "random" or "none". batch: images per forward pass (memory, not results)."""
+        if (seeds is None) == (z is None):
+            raise ValueError("sample: pass seeds (e.g. seeds=range(8)) or z (float [N, z_dim]), one of the two")
+        if seeds is not None and isinstance(seeds, (int, np.integer)):
+            raise ValueError(f"sample: seeds must be a sequence of ints, got the int {seeds}; "
+                             f"use seeds=[{seeds}] for that seed or seeds=range({seeds}) for {seeds} images")
+        from .data import to_uint8
+        return to_uint8(self.generate(seeds=seeds, z=z, c=c, truncation_psi=truncation_psi, noise_mode=noise_mode,
+                                      batch=batch))
 
 
 class Conv2dLayer(Module):
@@ -333,8 +383,17 @@ class DiscriminatorEpilogue(Module):
 
 
 class Discriminator(Module):
-    """`c_dim` > 0 makes it conditional: labels go through its own mapping network (`mapping_layers`
-    layers, cmap_dim = the 4x4 width unless given) to the projection of the epilogue."""
+    """StyleGAN2's residual discriminator: `blocks[k]` halves the resolution from img_resolution
+    down to 4x4 (fromRGB in the first), then the epilogue (minibatch stddev over groups of
+    `mbstd_group_size`, a 3x3 convolution, two dense layers).
+
+    forward(img): float Tensor [N, img_channels, img_resolution, img_resolution] in [-1, 1] ->
+    logits Tensor [N, 1] (higher: judged real). N must be a multiple of the mbstd group (or
+    smaller than it). State-dict names: "blocks.0.fromrgb.weight", "epilogue.fc.weight", ...
+    `c_dim` > 0 makes it conditional: labels go through its own mapping network (`mapping_layers`
+    layers, cmap_dim = the 4x4 width unless given) to the projection of the epilogue, and
+    forward(img, c) takes one-hot labels c [N, c_dim].
+    """
 
     def __init__(self, img_resolution, img_channels=1, channel_base=32768, channel_max=512, mbstd_group_size=4,
                  mbstd_num_channels=1, c_dim=0, cmap_dim=None, mapping_layers=8, seed=0, dtype=np.float32):
@@ -411,7 +470,7 @@ def network_kwargs(cfg, res):
 
     auto:    StyleGAN2-ADA's 'auto' spec: channel_base 16384 (32768 from 512 up), channel_max
              512, 2 mapping layers at every resolution, z = w = 512.
-    bench64: the fixed speed yardstick of DESIGN.md (res 64 only).
+    bench64: the fixed speed yardstick of docs/design.md (res 64 only).
     cpu:     narrow widths for a useful hour on a 2-core CPU, and no per-pixel noise inputs
              (use_noise=False; StyleGAN3 dropped them too).
              A conditional D maps labels through 2 layers, not ADA's 8: eight random lrelu

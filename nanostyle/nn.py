@@ -2,8 +2,10 @@
 
 A Module finds its parameters, buffers and submodules from its attributes (Parameters,
 Modules, lists of Modules), in the order they were assigned, so names are stable and readable:
-"synthesis.b8.conv0.weight". Buffers (non-trainable state such as the mapping network's w_avg
-and the constant noise maps) are registered with `register_buffer`.
+a Generator's state_dict holds "synthesis.blocks.1.conv0.weight" (block k of the synthesis
+network works at 4 * 2**k pixels, so this is the first 8x8 convolution), "mapping.layers.0.weight",
+and the buffers "mapping.w_avg" and "synthesis.blocks.1.conv0.noise_const". Buffers
+(non-trainable state) are registered with `register_buffer`.
 """
 import copy
 
@@ -23,6 +25,15 @@ class Parameter(Tensor):
 
 
 class Module:
+    """A network part: subclasses assign Parameters, Modules (or lists of them) and buffers as
+    attributes in __init__ and compute in `forward`; calling the module calls forward.
+
+    named_parameters() / parameters(): trainable Tensors, dotted names in assignment order;
+    state_dict(): {name: NumPy array} of parameters and buffers (host copies);
+    load_state_dict(state, strict=True): the reverse, ValueError naming missing, unexpected and
+    mis-shaped entries; to("cpu" | "cuda"): moves every array in place.
+    """
+
     def __init__(self):
         object.__setattr__(self, "_buffers", {})
 

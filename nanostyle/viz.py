@@ -12,14 +12,14 @@ from .data import to_uint8
 
 
 def image_grid(images, nrow=None, padding=2):
-    """[N, C, H, W] floats in [-1, 1] -> one uint8 image [rows*H, cols*W] (or [.., .., 3])."""
+    """[N, C, H, W] uint8, or floats in [-1, 1] -> one uint8 image [rows*H, cols*W] (or [.., .., 3])."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"image_grid: images must be [N, C, H, W], got {images.shape}")
     N, C, H, W = images.shape
     ncol = nrow or int(math.ceil(math.sqrt(N)))
     nrows = int(math.ceil(N / ncol))
-    tiles = to_uint8(images).transpose(0, 2, 3, 1)
+    tiles = (images if images.dtype == np.uint8 else to_uint8(images)).transpose(0, 2, 3, 1)
     grid = np.zeros((nrows * (H + padding) + padding, ncol * (W + padding) + padding, C), dtype=np.uint8)
     for i in range(N):
         r, c = divmod(i, ncol)
@@ -33,14 +33,32 @@ def _save_png_atomic(array_or_image, path):
     write_atomic(path, lambda handle: image.save(handle, format="PNG"))
 
 
+def save_png(pixels, path):
+    """Write uint8 [H, W] (grayscale) or [H, W, 3] (RGB) as a PNG, atomically."""
+    _save_png_atomic(np.asarray(pixels, dtype=np.uint8), path)
+
+
+def heat_map(values, vmax=1.0, cmap="inferno"):
+    """values [H, W] (>= 0) -> uint8 RGB [H, W, 3] through a matplotlib colour map: 0 is its first
+    colour, vmax and above its last; one fixed scale, so maps of different images compare."""
+    from matplotlib import colormaps
+    rgba = colormaps[cmap](np.clip(np.asarray(values, dtype=np.float64) / vmax, 0.0, 1.0))
+    return np.round(rgba[..., :3] * 255).astype(np.uint8)
+
+
 def save_image_grid(images, path, nrow=None):
+    """Write images [N, C, H, W] (uint8, as Generator.sample gives, or floats in [-1, 1], as
+    generate gives) as one PNG grid to `path`, `nrow` images a row (default: a square), 2-pixel
+    black borders; written atomically."""
     _save_png_atomic(image_grid(images, nrow), path)
 
 
 def save_images(images, folder, names):
-    """One PNG per image at native resolution (grayscale for one channel)."""
+    """One PNG per image [N, C, H, W] (uint8, or floats in [-1, 1]) at native resolution
+    (grayscale for one channel), named by `names`; returns the paths."""
     os.makedirs(folder, exist_ok=True)
-    pixels = to_uint8(np.asarray(images)).transpose(0, 2, 3, 1)
+    images = np.asarray(images)
+    pixels = (images if images.dtype == np.uint8 else to_uint8(images)).transpose(0, 2, 3, 1)
     paths = []
     for tile, name in zip(pixels, names):
         path = os.path.join(folder, name if name.endswith(".png") else name + ".png")
@@ -108,6 +126,33 @@ def plot_metrics(records, path, keys=None):
         ax.set_xlabel("kimg")
         ax.grid(alpha=0.3)
     _save_figure(figure, path)
+
+
+def plot_projection(target, image, residual, path, vmax=0.25, title=None):
+    """Target, projection (floats [H, W] in [-1, 1]) and residual ([H, W] in [0, 1], shown as a
+    heat map from 0 to vmax with its colour bar) side by side, as one PNG."""
+    figure, axes = _figure(1, 3, width=11, height=3.6)
+    for ax, picture, name in zip(axes[:2], (target, image), ("target", "projection")):
+        ax.imshow(np.asarray(picture), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_title(name)
+    shown = axes[2].imshow(np.asarray(residual), cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
+    axes[2].set_title("|target - projection| (share of range)")
+    figure.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        figure.suptitle(title)
+    _save_figure(figure, path)
+
+
+def save_gif(frames, path, duration_ms=80):
+    """An animated GIF of uint8 frames [K, H, W] or [K, H, W, 3], looping, written atomically."""
+    images = [Image.fromarray(np.asarray(frame, dtype=np.uint8)) for frame in frames]
+    if not images:
+        raise ValueError("save_gif: no frames")
+    write_atomic(path, lambda handle: images[0].save(handle, format="GIF", save_all=True,
+                                                     append_images=images[1:], duration=duration_ms, loop=0))
+    return path
 
 
 def make_gif(png_paths, out_path, duration_ms=300):

@@ -7,8 +7,8 @@ pose/brightness-tolerant one.
 
 Each row is one altered copy of the real set (the 123 slices and their mirror images, as the
 training run sees them), compared with the unaltered set. A metric that judges realism should
-keep small moves near 1 and push blur, noise and non-brains towards 0; the README's table comes
-from this script.
+keep small moves near 1 and push blur, noise and non-brains towards 0; the table in
+docs/experiments.md ("Which precision and recall to read") comes from this script.
 """
 import argparse
 import os

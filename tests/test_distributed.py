@@ -174,9 +174,9 @@ def gradients_program():
 def train_program(settings):
     """train() under the communicator with TrainConfig `settings` (and "resume", "dist",
     "raise_floor_target", and "fail": {"rank", "iteration"} to raise on that rank there)."""
-    import nanostyle.train as train_module
     from nanostyle.diversity import DiversityConfig
     from nanostyle.train import TrainConfig, train
+    train_module = sys.modules["nanostyle.train"]     # `import nanostyle.train as m` would give ns.train
 
     settings = dict(settings)
     resume, dist, fail = settings.pop("resume", None), settings.pop("dist", None), settings.pop("fail", None)

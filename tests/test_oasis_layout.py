@@ -6,10 +6,10 @@ import os
 import numpy as np
 from PIL import Image
 
+import nanostyle as ns
 from nanostyle import metrics
 from nanostyle.data import load_default_dataset, load_image_folder, to_float
 from nanostyle.train import TrainConfig, train
-from examples_helpers import load_generator
 
 
 def _write_oasis_layout(root, slices):
@@ -33,7 +33,7 @@ def test_oasis_layout_from_the_default_volume_loads_trains_and_evaluates(tmp_pat
     assert np.abs(loaded.images.astype(int) - expected.astype(int)).mean() < 6
     run = train(TrainConfig(data=str(tmp_path / "oasis"), res=32, cfg="tiny", kimg=0.016, out=str(tmp_path / "run")),
                 log_to_stdout=False)
-    G, _ = load_generator(os.path.join(run, "latest.npz"))
+    G = ns.load(os.path.join(run, "latest.npz"), device="cpu")
     fakes = G.generate(seeds=range(16))
     results = metrics.evaluate(to_float(loaded.images), fakes)
     assert all(np.isfinite(v) for v in results.values())

@@ -15,13 +15,14 @@ from PIL import Image
 import dataclasses
 
 import nanostyle.diversity as diversity_module
-import nanostyle.train as train_module
 from nanostyle import blas
 from nanostyle.checkpoint import load_checkpoint
 from nanostyle.data import load_default_dataset
 from nanostyle.diversity import DiversityConfig
 from nanostyle.networks import network_kwargs
 from nanostyle.train import TrainConfig, TrainingDiverged, phase_step, train
+
+train_module = sys.modules["nanostyle.train"]   # `import nanostyle.train as m` binds ns.train, the function
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -573,7 +574,7 @@ def test_sigkill_leftovers_are_removed_and_resume_continues(tmp_path):
 
 
 def test_plot_latents_pca_and_cli(tmp_path):
-    import examples_helpers  # noqa: F401  (puts examples/ on the path)
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
     from plot_latents import pca
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2000, 5)) * np.array([3.0, 2.0, 1.0, 0.5, 0.1]) + 7.0
@@ -622,10 +623,11 @@ def conditional_run(tmp_path_factory):
 
 def test_a_conditional_run_samples_each_class(conditional_run):
     from nanostyle.data import load_image_folder, to_float
-    from examples_helpers import load_generator
+    import nanostyle as ns
     root, run = conditional_run
-    G, meta = load_generator(os.path.join(run, "latest.npz"))
-    assert meta["class_names"] == ["AD", "NC"] and G.c_dim == 2 and meta["network"]["D"]["c_dim"] == 2
+    G = ns.load(os.path.join(run, "latest.npz"))
+    meta = load_checkpoint(os.path.join(run, "latest.npz"))[1]
+    assert G.class_names == meta["class_names"] == ["AD", "NC"] and G.c_dim == 2 and meta["network"]["D"]["c_dim"] == 2
     assert "conditional on AD (24 images), NC (24 images)" in open(os.path.join(run, "log.txt")).read()
     dataset = load_image_folder(str(root), 16, classes="AD,NC", verbose=False)
     reals = to_float(dataset.images).reshape(len(dataset), -1)
