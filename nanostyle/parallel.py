@@ -43,8 +43,9 @@ def batch_parallel(fn, n, size):
     """[fn(slice) for `THREADS` contiguous chunks of range(n)], run at once; `size` is the work's
     element count, to run small work inline (one chunk). fn's chunks must touch disjoint parts of
     any output."""
+    from .ops import _impl
     chunks = min(THREADS, n)
-    if chunks <= 1 or size < MIN_ELEMENTS or _inline():
+    if chunks <= 1 or size < MIN_ELEMENTS or _inline() or not _impl.fast_path_on("parallel.batch_parallel"):
         return [fn(slice(0, n))]
     bounds = [round(i * n / chunks) for i in range(chunks + 1)]
     pool = _get_pool()
@@ -104,8 +105,10 @@ def binary(ufunc, a, b):
     the leading axis of the result on the pool when the result is large (the per-channel scalings
     and noise additions of the 64-px layers: 2.8 -> 1.5 ms for a [16, 64, 64, 64] float32
     product on 2 cores)."""
+    from .ops import _impl
     inline = _OPERATORS[ufunc]                     # the operator: CuPy arrays and scalars as before
-    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or _inline():
+    if (not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or _inline()
+            or not _impl.fast_path_on("parallel.binary")):
         return inline(a, b)
     shape = np.broadcast_shapes(a.shape, b.shape)
     if not shape or shape[0] < 2 or math.prod(shape) < MIN_ELEMENTS:

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from .. import backend
+from . import _impl
 from ..parallel import batch_parallel
 from ..autograd import Function, Tensor
 
@@ -130,7 +131,8 @@ def _lrelu_fast_path(act, clamp, alpha, gain):
     gain): plain vectorised passes, 5-10x faster than NumPy's masked `where=` loops on one
     array and about 2x inside a training step (benchmarks/RESULTS.md); the same bits when
     0 <= alpha <= 1 and gain >= 0, as StyleGAN2's lrelu has."""
-    return act == "lrelu" and clamp is None and 0 <= alpha <= 1 and gain >= 0
+    return (act == "lrelu" and clamp is None and 0 <= alpha <= 1 and gain >= 0
+            and _impl.fast_path_on("bias_act.lrelu"))
 
 
 def _blocks(rows, array, elements=1 << 18):

@@ -27,6 +27,7 @@ no loop over pixels), both with the batch split over the thread pool of parallel
 import numpy as np
 
 from .. import backend, blas
+from . import _impl
 from ..parallel import batch_parallel
 from ..autograd import Function, Tensor
 from .upfirdn2d import filter_size, parse_padding, upfirdn2d
@@ -183,14 +184,14 @@ WINDOW_MIN_PIXELS = {"forward": 1024, "weight": 1024, "input": 64}
 
 
 def _windows_pay(pass_, out_pixels):
-    return out_pixels >= WINDOW_MIN_PIXELS[pass_]
+    return out_pixels >= WINDOW_MIN_PIXELS[pass_] or not _impl.fast_path_on("conv2d.window_thresholds")
 
 
 def _shifted_ok(x, kh, kw, stride, padding):
     """True when the shifted-window path applies: NumPy arrays, direct BLAS, stride 1, odd
     square kernel, 'same' padding."""
     return (not backend.is_cuda_array(x) and stride == (1, 1) and kh == kw and kh % 2 == 1
-            and padding == ((kh - 1) // 2,) * 2 and blas.available(x.dtype))
+            and padding == ((kh - 1) // 2,) * 2 and blas.available(x.dtype) and _impl.fast_path_on("conv2d.windows"))
 
 
 # Columns (output positions) per block of the window GEMMs. All k*k taps of one block run before
@@ -203,6 +204,8 @@ WINDOW_COLUMNS = 8192
 
 
 def _column_blocks(L):
+    if not _impl.fast_path_on("conv2d.column_blocks"):
+        return [slice(0, L)]
     return [slice(j, min(L, j + WINDOW_COLUMNS)) for j in range(0, L, WINDOW_COLUMNS)]
 
 
@@ -324,7 +327,7 @@ def _strided_ok(x, kh, kw, stride, padding):
     """True when the phase-split shifted-window path applies: NumPy arrays, direct BLAS, equal
     strides >= 2, square kernel, equal paddings."""
     return (not backend.is_cuda_array(x) and stride[0] == stride[1] >= 2 and kh == kw
-            and padding[0] == padding[1] and blas.available(x.dtype))
+            and padding[0] == padding[1] and blas.available(x.dtype) and _impl.fast_path_on("conv2d.phase_grid"))
 
 
 def _conv2d_strided(x, w, s, p):

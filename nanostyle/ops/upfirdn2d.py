@@ -20,6 +20,7 @@ import functools
 import numpy as np
 
 from .. import backend
+from . import _impl
 from ..parallel import batch_parallel
 from ..autograd import Function, Tensor
 
@@ -84,7 +85,8 @@ def _filter_plan(f, flip_filter, gain, dtype):
     if f is not None:
         f = backend.to_numpy(f.data if isinstance(f, Tensor) else f)
         key = f.shape, f.dtype.str, f.tobytes()
-    return _plan(key, bool(flip_filter), float(gain), np.dtype(dtype).str)
+    plan = _plan if _impl.fast_path_on("upfirdn2d.caches") else _plan.__wrapped__
+    return plan(key, bool(flip_filter), float(gain), np.dtype(dtype).str)
 
 
 @functools.lru_cache(maxsize=256)
@@ -166,7 +168,7 @@ def _fir_1d(x, taps, up, down, pad0, pad1, axis):
             out += term
 
     done = set()
-    for k in range(K // 2):
+    for k in range(K // 2 if _impl.fast_path_on("upfirdn2d.symmetric_taps") else 0):
         mirror = K - 1 - k
         if taps[k] == taps[mirror]:
             if taps[k] != 0:
@@ -195,7 +197,8 @@ def _band(n, taps, up, down, pad0, pad1, dtype, transpose=False):
     """The [n, n_out] matrix of one axis of upfirdn: T[i, o] = taps[i*up + pad0 - o*down]
     (zero outside the taps), so that x @ T upsamples, pads (or crops), filters and downsamples.
     transpose=True: T^T, contiguous. Read-only and cached: the same few bands serve every call."""
-    return _band_cached(n, tuple(float(t) for t in taps), up, down, pad0, pad1, np.dtype(dtype).str,
+    band = _band_cached if _impl.fast_path_on("upfirdn2d.caches") else _band_cached.__wrapped__
+    return band(n, tuple(float(t) for t in taps), up, down, pad0, pad1, np.dtype(dtype).str,
                         transpose)
 
 
@@ -232,11 +235,14 @@ def _upfirdn2d_forward(x, f, up, down, padding, flip_filter, gain):
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"upfirdn2d: output would be empty ({out_h}x{out_w}) for input "
                          f"{tuple(x.shape)}, filter {fh}x{fw}, up {up}, down {down}, padding {padding}")
+    if not _impl.fast_path_on("upfirdn2d.separable"):
+        separable = None
+    banded = _impl.fast_path_on("upfirdn2d.banded")
     if separable is not None:
         column_taps, row_taps = separable
-        if W <= ROW_GEMM_MAX_WIDTH:                   # the row pass as one GEMM, then the column pass
+        if W <= ROW_GEMM_MAX_WIDTH and banded:                   # the row pass as one GEMM, then the column pass
             x = _fir_rows_gemm(x, row_taps, up, down, x0, x1)
-            if H <= ROW_GEMM_MAX_WIDTH:               # T^T @ each image, per chunk of the batch
+            if H <= ROW_GEMM_MAX_WIDTH and banded:    # T^T @ each image, per chunk of the batch
                 column_band = xp.asarray(_band(H, column_taps, up, down, y0, y1, x.dtype, transpose=True))
                 out = xp.empty((N, C, column_band.shape[0], x.shape[3]), dtype=x.dtype)
 
