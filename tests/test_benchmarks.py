@@ -81,3 +81,35 @@ def test_conv_ceiling_counts_each_pass_and_its_gemm():
                 assert a.shape[1] == b.shape[0] and gemms * 2 * a.shape[0] * a.shape[1] * b.shape[1] == flops
     if cc.blas.available(np.float32):                  # the ceiling calls OpenBLAS directly
         assert cc.ceiling_gflops(("forward", 2, 3, 4, 9, 1, 8, 8), threads=2, min_seconds=0.001, rounds=1) > 0
+
+
+def _load_fast_paths():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fast_paths", os.path.join(ROOT, "benchmarks", "fast_paths.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fast_paths_switches_every_path_and_judges_by_the_whole_step():
+    """fast_paths.py: every named fast path has its switch, the 'on' runs carry none, and the
+    verdict keeps a path only where it saves 5 % of a step (figures made up here: the real ones
+    take minutes and live in RESULTS.md)."""
+    from nanostyle.ops._impl import FAST_PATHS
+    fp = _load_fast_paths()
+    assert set(FAST_PATHS) <= set(fp.PATHS)
+    for path in fp.PATHS:
+        on, off = fp.environment(path, True), fp.environment(path, False)
+        assert not set(fp._SETTINGS) & set(on)
+        assert set(off.items()) - set(on.items()) == set(fp.PATHS[path].items())
+
+    def step(seconds):
+        return dict(lazy_iter_s=seconds, img_per_s=16 / seconds)
+    runs = {"pays": {"bench64": [(step(1.0), step(1.2))] * 3, "cpu64": [(step(1.0), step(1.0))] * 3},
+            "does_not": {"bench64": [(step(1.0), step(1.04)), (step(1.0), step(0.9)), (step(1.0), step(1.03))],
+                         "cpu64": [(step(0.5), step(0.51))] * 3}}
+    rows = {row["path"]: row for row in fp.summarise(runs)}
+    assert rows["pays"]["verdict"] == "keep" and rows["does_not"]["verdict"] == "delete"
+    assert abs(rows["pays"]["bench64"]["median"] - 1 / 1.2) < 1e-12
+    assert abs(rows["does_not"]["cpu64"]["median"] - 0.51 / 0.5) < 1e-12      # img/s on/off
+    assert "| pays |" in fp.format_table(list(rows.values()))
