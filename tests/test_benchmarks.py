@@ -61,7 +61,7 @@ def test_conv_ceiling_counts_each_pass_and_its_gemm():
     import nanostyle as ns
     cc = _load_conv_ceiling()
     conv = cc.conv
-    before = {name: getattr(conv, name) for name, _ in cc.PASSES}
+    before = dict(conv.IMPLEMENTATIONS)
     rng = np.random.default_rng(3)
     x = ns.Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), requires_grad=True)
     w = ns.Tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
@@ -70,7 +70,7 @@ def test_conv_ceiling_counts_each_pass_and_its_gemm():
         ns.ops.conv2d(x, w, padding=1).sum().backward()
         timer.on = False
         ns.ops.conv2d(x, w, padding=1)                  # not counted
-    assert all(getattr(conv, name) is fn for name, fn in before.items())
+    assert conv.IMPLEMENTATIONS == before
     flops = 2 * 2 * 4 * 8 * 8 * 3 * 9
     assert dict(timer.flops) == {(p, 2, 3, 4, 9, 1, 8, 8): flops for p in ("forward", "input", "weight")}
     assert all(s > 0 for s in timer.seconds.values())

@@ -54,7 +54,7 @@ def test_bias_act_lrelu_forward_and_gradient(monkeypatch):
 
 
 def test_shifted_window_grid_pack_and_unpack(monkeypatch):
-    conv = importlib.import_module("nanostyle.ops.conv2d")
+    conv = importlib.import_module("nanostyle.ops._conv2d_cpu")
     x = np.random.default_rng(4).standard_normal((5, 3, 6, 7))
     grid = conv._Grid(5, 6, 7, 3)
 
@@ -69,7 +69,7 @@ def test_shifted_window_grid_pack_and_unpack(monkeypatch):
 
 
 def test_phase_grid_pack_and_unpack(monkeypatch):
-    conv = importlib.import_module("nanostyle.ops.conv2d")
+    conv = importlib.import_module("nanostyle.ops._conv2d_cpu")
     x = np.random.default_rng(5).standard_normal((5, 3, 9, 8))
     grid = conv._PhaseGrid(x.shape, 3, 2, 1)
 
