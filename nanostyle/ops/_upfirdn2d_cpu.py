@@ -1,0 +1,183 @@
+"""upfirdn2d's fast CPU path: a rank-1 filter (such as [1,3,3,1]'s outer product) as a row pass
+and a column pass, 4 + 4 taps instead of 16, rows first.
+
+  upfirdn2d(x, outer(c, r)) = fir_columns(fir_rows(x, r), c)
+
+On images up to BAND_MAX_WIDTH pixels a pass is one product with a banded matrix that holds the
+zero insertion, padding, taps and decimation of one axis; on larger ones a slice-multiply-add
+per tap (_fir_1d). Other filters run the reference (upfirdn2d.py). Same results as the
+reference to rounding.
+"""
+import functools
+
+import numpy as np
+
+from ..parallel import batch_parallel
+from . import _impl
+from .upfirdn2d import _filter_2d, _output_size, _upfirdn2d_ref, filter_size
+
+# Images up to this many pixels wide (tall) take the row (column) pass as a product with a
+# banded matrix: its cost grows with the size (one multiply-add per input sample and output,
+# against one per tap for _fir_1d), yet BLAS does it faster than NumPy's passes over
+# zero-padded buffers on small images (benchmarks/RESULTS.md, "CPU fast paths: what each pays
+# (issue 25)").
+BAND_MAX_WIDTH = 80
+
+
+def upfirdn2d(x, f, up, down, padding, flip_filter, gain, band_max_width=None):
+    """upfirdn2d on NumPy arrays; band_max_width: BAND_MAX_WIDTH unless given (0: no bands)."""
+    _, separable = _filter_plan(f, flip_filter, gain, x.dtype)
+    if separable is None or not _impl.fast_path_on("upfirdn2d.separable"):
+        return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+    if band_max_width is None:
+        band_max_width = BAND_MAX_WIDTH if _impl.fast_path_on("upfirdn2d.banded") else 0
+    N, C, H, W = x.shape
+    x0, x1, y0, y1 = padding
+    fw, fh = filter_size(f)
+    out_h = _output_size(H, up, down, y0, y1, fh)
+    out_w = _output_size(W, up, down, x0, x1, fw)
+    column_taps, row_taps = separable
+    if W <= band_max_width:                           # the row pass as one GEMM, then the column pass
+        x = _fir_rows_gemm(x, row_taps, up, down, x0, x1)
+        if H <= band_max_width:                       # T^T @ each image, per chunk of the batch
+            column_band = _band(H, column_taps, up, down, y0, y1, x.dtype, transpose=True)
+            out = np.empty((N, C, column_band.shape[0], x.shape[3]), dtype=x.dtype)
+
+            def fir(rows):
+                np.matmul(column_band, x[rows], out=out[rows])
+            batch_parallel(fir, N, out.size * 4)
+            return out
+
+        def fir(rows):
+            return _fir_1d(x[rows], column_taps, up, down, y0, y1, axis=2)
+    else:
+        def fir(rows):                                # one chunk of the batch per thread
+            part = _fir_1d(x[rows], row_taps, up, down, x0, x1, axis=3)
+            return _fir_1d(part, column_taps, up, down, y0, y1, axis=2)
+    parts = batch_parallel(fir, N, max(x.size, N * C * out_h * out_w) * max(up, down))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+# ---- each filter's kernel and rank-1 split, cached -------------------------------------------
+
+def _filter_plan(f, flip_filter, gain, dtype):
+    """(kernel of _filter_2d, _separate(kernel)), from the cache: keyed by the filter's values
+    (not the array's identity, so a fresh but equal filter still hits), flip, gain and dtype."""
+    key = None if f is None else (f.shape, f.dtype.str, f.tobytes())
+    plan = _plan if _impl.fast_path_on("upfirdn2d.caches") else _plan.__wrapped__
+    return plan(key, bool(flip_filter), float(gain), np.dtype(dtype).str)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(key, flip_filter, gain, dtype):
+    """_filter_plan's cached work, once per filter, gain, flip and dtype. Read-only arrays."""
+    f = None
+    if key is not None:
+        shape, dtype_str, raw = key
+        f = np.frombuffer(raw, dtype=dtype_str).reshape(shape)
+    kernel = _filter_2d(f, flip_filter, gain, dtype)
+    kernel.setflags(write=False)
+    separable = _separate(kernel)
+    if separable is not None:
+        for taps in separable:
+            taps.setflags(write=False)
+    return kernel, separable
+
+
+def _separate(kernel):
+    """(column taps, row taps) when the 2-D kernel is an outer product, else None."""
+    if kernel.shape[0] == 1 or kernel.shape[1] == 1:
+        return None
+    u, s, vt = np.linalg.svd(kernel.astype(np.float64))
+    if s[1] > 1e-12 * s[0]:
+        return None
+    return u[:, 0] * s[0], vt[0]
+
+
+
+# ---- one axis: a banded matrix product, or a slice-multiply-add per tap -----------------------
+
+def _band(n, taps, up, down, pad0, pad1, dtype, transpose=False):
+    """The [n, n_out] matrix of one axis of upfirdn: T[i, o] = taps[i*up + pad0 - o*down]
+    (zero outside the taps), so that x @ T upsamples, pads (or crops), filters and downsamples.
+    transpose=True: T^T, contiguous. Read-only and cached: the same few bands serve every call."""
+    band = _band_cached if _impl.fast_path_on("upfirdn2d.caches") else _band_cached.__wrapped__
+    return band(n, tuple(float(t) for t in taps), up, down, pad0, pad1, np.dtype(dtype).str, transpose)
+
+
+@functools.lru_cache(maxsize=512)
+def _band_cached(n, taps, up, down, pad0, pad1, dtype, transpose):
+    K = len(taps)
+    out_len = (n * up + pad0 + pad1 - K) // down + 1
+    k = np.arange(n)[:, None] * up + pad0 - np.arange(out_len)[None, :] * down
+    band = np.where((k >= 0) & (k < K), np.asarray(taps, dtype=np.float64)[np.clip(k, 0, K - 1)], 0.0).astype(dtype)
+    band = band.T.copy() if transpose else band
+    band.setflags(write=False)
+    return band
+
+
+def _fir_rows_gemm(x, taps, up, down, pad0, pad1):
+    """_fir_1d along the last axis as one GEMM: x [..., n] @ T [n, n_out]."""
+    band = _band(x.shape[-1], taps, up, down, pad0, pad1, x.dtype)
+    rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1]) @ band
+    return rows.reshape(x.shape[:-1] + (band.shape[1],))
+
+
+def _fir_1d(x, taps, up, down, pad0, pad1, axis):
+    """Upsample, pad, correlate with `taps`, downsample along one axis of x.
+
+    Zero insertion and padding happen in one allocation; symmetric taps (k, K-1-k) are summed
+    before the multiply, so [1,3,3,1] costs five passes over the output instead of nine."""
+    n = x.shape[axis]
+    length = n * up + pad0 + pad1
+
+    def index(sl, ndim=x.ndim):
+        idx = [slice(None)] * ndim
+        idx[axis] = sl
+        return tuple(idx)
+
+    if up > 1 or pad0 > 0 or pad1 > 0:
+        # sample i lands at buffer position i * up + pad0; keep those inside [0, length)
+        first = max(0, -(-max(0, -pad0) // up))
+        last = min(n - 1, (length - 1 - pad0) // up)
+        shape = list(x.shape)
+        shape[axis] = length
+        buffer = np.zeros(shape, dtype=x.dtype)
+        if last >= first:
+            start = first * up + pad0
+            buffer[index(slice(start, start + (last - first) * up + 1, up))] = x[index(slice(first, last + 1))]
+        x = buffer
+    else:  # pure cropping
+        x = x[index(slice(-pad0, n + pad1))]
+    K = len(taps)
+    out_len = (x.shape[axis] - K) // down + 1
+
+    def tap(k):
+        return x[index(slice(k, k + down * (out_len - 1) + 1, down))]
+
+    out = None
+
+    def accumulate(term):
+        nonlocal out
+        if out is None:
+            out = term
+        else:
+            out += term
+
+    done = set()
+    for k in range(K // 2 if _impl.fast_path_on("upfirdn2d.symmetric_taps") else 0):
+        mirror = K - 1 - k
+        if taps[k] == taps[mirror]:
+            if taps[k] != 0:
+                term = tap(k) + tap(mirror)
+                term *= x.dtype.type(taps[k])
+                accumulate(term)
+            done.update((k, mirror))
+    for k in range(K):
+        if k not in done and taps[k] != 0:
+            accumulate(tap(k) * x.dtype.type(taps[k]))
+    if out is None:
+        shape = list(x.shape)
+        shape[axis] = out_len
+        out = np.zeros(shape, dtype=x.dtype)
+    return out
