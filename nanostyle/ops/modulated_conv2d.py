@@ -10,101 +10,21 @@ result comes from one shared-weight convolution of the whole batch (one GEMM):
   y = conv2d_resample(x * s[:, :, None, None], w) * d[:, :, None, None] + noise,
 with d[n,o] = rsqrt(sum_i s[n,i]^2 * sum_k w[o,i,k]^2 + 1e-8). That is the form used here; the
 reference's fused grouped convolution computes the same numbers. Orientation: cross-correlation
-at every up/down factor.
-
-`_modulate` and `_demodulation_coefficients` are the seams for the CUDA kernels.
+at every up/down factor. The modulation, its styles gradient and the demodulation
+coefficients have a reference in NumPy and kernels in kernels/modulation.cu (IMPLEMENTATIONS at
+the bottom; ops/_impl.py picks one per call).
 """
+import collections
+
 import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
 from ..parallel import binary
+from . import _impl
 from .conv2d import conv2d_resample
 
 DEMODULATION_EPS = 1e-8
-
-
-# ---- array-level math (the CUDA kernels' seams) ----------------------------------------------
-
-def _modulate_forward(x, styles):
-    if backend.is_cuda_array(x):
-        return _modulate_forward_cuda(x, styles)
-    N, I = styles.shape
-    return binary(np.multiply, x, styles.reshape(N, I, 1, 1))
-
-
-def _style_grad_forward(g, x):
-    if backend.is_cuda_array(g):
-        return _style_grad_cuda(g, x)
-    N, I = g.shape[:2]
-    return (g.reshape(N, I, -1) * x.reshape(N, I, -1)).sum(axis=2)
-
-
-def _demodulation_forward(weight, styles):
-    if backend.is_cuda_array(weight):
-        return _demodulation_cuda(weight, styles)
-    weight_sq = (weight * weight).sum(axis=(2, 3))                       # [O, I]
-    return 1.0 / np.sqrt((styles * styles) @ weight_sq.T + DEMODULATION_EPS)
-
-
-# ---- Functions --------------------------------------------------------------------------------
-
-class Modulate(Function):
-    """y[n, i] = x[n, i] * styles[n, i] (per sample and input channel)."""
-
-    def forward(self, x, styles):
-        return _modulate_forward(x, styles)
-
-    def backward(self, g):
-        x, styles = self.inputs
-        gx = Modulate.apply(g, styles) if self.needs_input_grad[0] else None
-        gs = StyleGrad.apply(g, x) if self.needs_input_grad[1] else None
-        return gx, gs
-
-
-class StyleGrad(Function):
-    """dstyles[n, i] = sum over pixels of g * x: bilinear in (g, x)."""
-
-    def forward(self, g, x):
-        return _style_grad_forward(g, x)
-
-    def backward(self, gs):
-        g, x = self.inputs
-        gg = Modulate.apply(x, gs) if self.needs_input_grad[0] else None
-        gx = Modulate.apply(g, gs) if self.needs_input_grad[1] else None
-        return gg, gx
-
-
-class DemodulationCoefficients(Function):
-    """d[n, o] = rsqrt(sum_i styles[n, i]^2 * sum_k weight[o, i, k]^2 + eps).
-
-    With h = g * d^3: dstyles = -styles * (h @ wsq), dweight = -weight * (h.T @ styles^2),
-    written in Tensor ops (d recomputed as a graph node) so the second order is exact."""
-
-    def forward(self, weight, styles):
-        return _demodulation_forward(weight, styles)
-
-    def backward(self, g):
-        weight, styles = self.inputs
-        d = DemodulationCoefficients.apply(weight, styles)
-        h = g * d * d * d
-        gw = gs = None
-        if self.needs_input_grad[0]:
-            O, I = weight.shape[:2]
-            gw = -weight * (h.T @ (styles * styles)).reshape(O, I, 1, 1)
-        if self.needs_input_grad[1]:
-            gs = -styles * (h @ (weight * weight).sum(axis=(2, 3)))
-        return gw, gs
-
-
-def _modulate(x, styles):
-    """x [N, I, H, W] scaled per sample and input channel by styles [N, I]."""
-    return Modulate.apply(x, styles)
-
-
-def _demodulation_coefficients(weight, styles):
-    """d [N, O] = rsqrt(styles^2 @ (sum_k weight^2).T + eps)."""
-    return DemodulationCoefficients.apply(weight, styles)
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0,
@@ -135,7 +55,82 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0,
     return y
 
 
-# --- CUDA launchers (kernels/modulation.cu) ---------------------------------------------------
+def _modulate(x, styles):
+    """x [N, I, H, W] scaled per sample and input channel by styles [N, I]."""
+    return Modulate.apply(x, styles)
+
+
+def _demodulation_coefficients(weight, styles):
+    """d [N, O] = rsqrt(styles^2 @ (sum_k weight^2).T + eps)."""
+    return DemodulationCoefficients.apply(weight, styles)
+
+
+class Modulate(Function):
+    """y[n, i] = x[n, i] * styles[n, i] (per sample and input channel)."""
+
+    def forward(self, x, styles):
+        return _passes(x).modulate(x, styles)
+
+    def backward(self, g):
+        x, styles = self.inputs
+        gx = Modulate.apply(g, styles) if self.needs_input_grad[0] else None
+        gs = StyleGrad.apply(g, x) if self.needs_input_grad[1] else None
+        return gx, gs
+
+
+class StyleGrad(Function):
+    """dstyles[n, i] = sum over pixels of g * x: bilinear in (g, x)."""
+
+    def forward(self, g, x):
+        return _passes(g).style_grad(g, x)
+
+    def backward(self, gs):
+        g, x = self.inputs
+        gg = Modulate.apply(x, gs) if self.needs_input_grad[0] else None
+        gx = Modulate.apply(g, gs) if self.needs_input_grad[1] else None
+        return gg, gx
+
+
+class DemodulationCoefficients(Function):
+    """d[n, o] = rsqrt(sum_i styles[n, i]^2 * sum_k weight[o, i, k]^2 + eps).
+
+    With h = g * d^3: dstyles = -styles * (h @ wsq), dweight = -weight * (h.T @ styles^2),
+    written in Tensor ops (d recomputed as a graph node) so the second order is exact."""
+
+    def forward(self, weight, styles):
+        return _passes(weight).demodulation(weight, styles)
+
+    def backward(self, g):
+        weight, styles = self.inputs
+        d = DemodulationCoefficients.apply(weight, styles)
+        h = g * d * d * d
+        gw = gs = None
+        if self.needs_input_grad[0]:
+            O, I = weight.shape[:2]
+            gw = -weight * (h.T @ (styles * styles)).reshape(O, I, 1, 1)
+        if self.needs_input_grad[1]:
+            gs = -styles * (h @ (weight * weight).sum(axis=(2, 3)))
+        return gw, gs
+
+
+# ---- the reference -------------------------------------------------------------------------
+
+def _modulate_ref(x, styles):
+    N, I = styles.shape
+    return binary(np.multiply, x, styles.reshape(N, I, 1, 1))
+
+
+def _style_grad_ref(g, x):
+    N, I = g.shape[:2]
+    return (g.reshape(N, I, -1) * x.reshape(N, I, -1)).sum(axis=2)
+
+
+def _demodulation_ref(weight, styles):
+    weight_sq = (weight * weight).sum(axis=(2, 3))                       # [O, I]
+    return 1.0 / np.sqrt((styles * styles) @ weight_sq.T + DEMODULATION_EPS)
+
+
+# ---- CUDA (kernels/modulation.cu) ------------------------------------------------------------
 
 def _modulate_forward_cuda(x, styles):
     from .. import cuda
@@ -171,3 +166,17 @@ def _demodulation_cuda(weight, styles):
     cuda.launch("modulation", "demodulation_coefficients", weight.dtype, N * O,
                 (d, styles, wsq, np.int32(N), np.int32(O), np.int32(I), S(DEMODULATION_EPS)))
     return d
+
+
+# ---- which implementation runs (no fast CPU path of its own) -----------------------------------
+
+Passes = collections.namedtuple("Passes", "modulate style_grad demodulation")
+IMPLEMENTATIONS = {
+    "ref": Passes(_modulate_ref, _style_grad_ref, _demodulation_ref),
+    "fast": Passes(_modulate_ref, _style_grad_ref, _demodulation_ref),
+    "cuda": Passes(_modulate_forward_cuda, _style_grad_cuda, _demodulation_cuda),
+}
+
+
+def _passes(array):
+    return IMPLEMENTATIONS[_impl.choose(array)]
