@@ -85,7 +85,7 @@ def cases(quick, dtype):
                 lambda x: ns.ops.minibatch_std(x), None, 2 * N * C * 16 * item))
     out.append(("softplus", f"[{N * 4096}]", lambda: (r(N * 4096),), ns.ops.softplus, None, 2 * N * 4096 * item))
     # the augmentation's translation: a gather whose indices repeat (reflected borders); its
-    # backward is autograd's ScatterAdd (kernels/scatter.cu on the GPU)
+    # backward is autograd's ScatterAdd (kernels/scatter_add.cu on the GPU)
     R = 16 if quick else 64
     shift = rng.integers(-R // 8, R // 8 + 1, (N, 2))
     index = (np.arange(N)[:, None, None], slice(None), _reflect(np.arange(R)[None, :] - shift[:, 1:], R)[:, :, None],

@@ -120,7 +120,7 @@ def test_modulated_conv2d(dtype, k, up, down, demodulate):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gather_with_repeated_indices(dtype):
     # the augmentation's translation: per-sample reflected rows and columns, so indices repeat and
-    # the backward (autograd's ScatterAdd, kernels/scatter.cu on the GPU) must add them up
+    # the backward (autograd's ScatterAdd, kernels/scatter_add.cu on the GPU) must add them up
     rng = np.random.default_rng(6)
     N, C, H, W = 3, 2, 5, 6
     rows, cols = rng.integers(0, H, (N, H)), rng.integers(0, W, (N, W))

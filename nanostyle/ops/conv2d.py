@@ -14,7 +14,7 @@ Each of the three passes has three implementations (IMPLEMENTATIONS at the botto
 picks one per call): the reference here, im2col + one GEMM (the patch matrix [C*kh*kw, N*Ho*Wo]
 built by one strided-view copy; col2im, its adjoint, a slice-add per kernel tap); the fast CPU
 passes of _conv2d_cpu.py (one GEMM per kernel tap on shifted windows, no patch matrix); and on a
-GPU the same im2col/col2im as kernels/im2col.cu, with cuBLAS for the GEMM.
+GPU the same im2col/col2im as kernels/conv2d.cu, with cuBLAS for the GEMM.
 """
 import collections
 
@@ -269,7 +269,7 @@ def _conv2d_weight_grad_ref(x, g, w_shape, stride, padding, im2col=_im2col):
     return (_to_rows(g) @ im2col(x, kh, kw, stride, padding).T).reshape(w_shape)
 
 
-# ---- CUDA: im2col / col2im as kernels (kernels/im2col.cu), the GEMMs through cuBLAS ------------
+# ---- CUDA: im2col / col2im as kernels (kernels/conv2d.cu), the GEMMs through cuBLAS ------------
 
 def _conv_geometry(x_shape, kh, kw, stride, padding):
     N, C, H, W = x_shape
@@ -284,7 +284,7 @@ def _im2col_cuda(x, kh, kw, stride, padding):
     geometry = _conv_geometry(x.shape, kh, kw, stride, padding)
     N, C, Ho, Wo = x.shape[0], x.shape[1], int(geometry[-2]), int(geometry[-1])
     cols = cuda.empty((C * kh * kw, N * Ho * Wo), x.dtype)
-    cuda.launch("im2col", "im2col_kernel", x.dtype, cols.size, (cols, x) + geometry)
+    cuda.launch("conv2d", "im2col_kernel", x.dtype, cols.size, (cols, x) + geometry)
     return cols
 
 
@@ -296,7 +296,7 @@ def _col2im_cuda(cols, x_shape, kh, kw, stride, padding):
     if cols.shape != (C * kh * kw, N * int(geometry[-2]) * int(geometry[-1])):
         raise ValueError(f"conv2d: patch matrix {cols.shape} does not match input {tuple(x_shape)} and kernel {kh}x{kw}")
     x = cuda.empty(tuple(x_shape), cols.dtype)
-    cuda.launch("im2col", "col2im_kernel", cols.dtype, x.size, (x, cols) + geometry)
+    cuda.launch("conv2d", "col2im_kernel", cols.dtype, x.size, (x, cols) + geometry)
     return x
 
 

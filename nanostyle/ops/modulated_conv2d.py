@@ -11,7 +11,7 @@ result comes from one shared-weight convolution of the whole batch (one GEMM):
 with d[n,o] = rsqrt(sum_i s[n,i]^2 * sum_k w[o,i,k]^2 + 1e-8). That is the form used here; the
 reference's fused grouped convolution computes the same numbers. Orientation: cross-correlation
 at every up/down factor. The modulation, its styles gradient and the demodulation
-coefficients have a reference in NumPy and kernels in kernels/modulation.cu (IMPLEMENTATIONS at
+coefficients have a reference in NumPy and kernels in kernels/modulated_conv2d.cu (IMPLEMENTATIONS at
 the bottom; ops/_impl.py picks one per call).
 """
 import collections
@@ -130,7 +130,7 @@ def _demodulation_ref(weight, styles):
     return 1.0 / np.sqrt((styles * styles) @ weight_sq.T + DEMODULATION_EPS)
 
 
-# ---- CUDA (kernels/modulation.cu) ------------------------------------------------------------
+# ---- CUDA (kernels/modulated_conv2d.cu) ------------------------------------------------------------
 
 def _modulate_forward_cuda(x, styles):
     from .. import cuda
@@ -138,7 +138,7 @@ def _modulate_forward_cuda(x, styles):
     if styles.shape != x.shape[:2]:
         raise ValueError(f"modulated_conv2d: styles {styles.shape} do not match x {x.shape}")
     y = cuda.empty(x.shape, x.dtype)
-    cuda.launch("modulation", "modulate_forward", x.dtype, x.size,
+    cuda.launch("modulated_conv2d", "modulate_forward", x.dtype, x.size,
                 (y, x, styles, np.int64(x.size), np.int64(x.shape[2] * x.shape[3])))
     return y
 
@@ -148,7 +148,7 @@ def _style_grad_cuda(g, x):
     g, x = cuda.device_array(g), cuda.device_array(x)
     planes = g.shape[0] * g.shape[1]
     out = cuda.empty(g.shape[:2], g.dtype)
-    cuda.launch("modulation", "modulate_backward_styles", g.dtype, planes * cuda.BLOCK,
+    cuda.launch("modulated_conv2d", "modulate_backward_styles", g.dtype, planes * cuda.BLOCK,
                 (out, g, x, np.int64(planes), np.int64(g.shape[2] * g.shape[3])),
                 shared_mem=cuda.BLOCK * g.dtype.itemsize, grid=(min(planes, 65535),))
     return out
@@ -160,10 +160,10 @@ def _demodulation_cuda(weight, styles):
     O, I, kh, kw = weight.shape
     N = styles.shape[0]
     wsq = cuda.empty((O, I), weight.dtype)
-    cuda.launch("modulation", "weight_square_sum", weight.dtype, O * I, (wsq, weight, np.int64(O * I), np.int32(kh * kw)))
+    cuda.launch("modulated_conv2d", "weight_square_sum", weight.dtype, O * I, (wsq, weight, np.int64(O * I), np.int32(kh * kw)))
     d = cuda.empty((N, O), weight.dtype)
     S = cuda.scalar_type(weight.dtype)
-    cuda.launch("modulation", "demodulation_coefficients", weight.dtype, N * O,
+    cuda.launch("modulated_conv2d", "demodulation_coefficients", weight.dtype, N * O,
                 (d, styles, wsq, np.int32(N), np.int32(O), np.int32(I), S(DEMODULATION_EPS)))
     return d
 

@@ -3,7 +3,7 @@ of indexing, so the gradient of Tensor.__getitem__ (autograd's ScatterAdd), e.g.
 augmentation's translation, whose reflected borders repeat rows and columns.
 
 The reference: one += for a basic index (ints and slices), NumPy's add.at for an index array.
-On a GPU a sort by destination and a segment sum (kernels/scatter.cu), so that the sums, and
+On a GPU a sort by destination and a segment sum (kernels/scatter_add.cu), so that the sums, and
 every weight after them, are the same bits on every run. IMPLEMENTATIONS at the bottom;
 ops/_impl.py picks one per call.
 """
@@ -33,7 +33,7 @@ def _scatter_add_ref(g, index, shape):
     return out
 
 
-# ---- CUDA (kernels/scatter.cu) ---------------------------------------------------------------
+# ---- CUDA (kernels/scatter_add.cu) ---------------------------------------------------------------
 
 def _scatter_add_cuda(g, index, shape):
     """CuPy's add.at adds with atomics, in the order the threads happen to arrive. Here each
@@ -56,7 +56,7 @@ def _scatter_add_cuda(g, index, shape):
     order = cupy.argsort(dest * n_src + cupy.arange(n_src, dtype=np.int64))
     starts = cupy.searchsorted(dest[order], cupy.arange(n_out + 1, dtype=np.int64))
     out = cuda.empty(shape, g.dtype)
-    cuda.launch("scatter", "segment_sum", g.dtype, n_out,
+    cuda.launch("scatter_add", "segment_sum", g.dtype, n_out,
                 (out, cuda.device_array(g), order, starts.astype(np.int64, copy=False), np.int64(n_out)))
     return out
 
