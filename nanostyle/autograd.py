@@ -317,12 +317,14 @@ def _run_backward(outputs, grad_outputs, targets, create_graph):
         return t._ctx is None if target_ids is None else id(t) in target_ids
 
     order = _topological_order(outputs)
-    # A Function is "needed" when some target lies upstream of it.
-    needed = {}
+    # An input needs a gradient when it is a target or some target lies upstream of it; a
+    # Function is "needed" when any of its inputs does.
+    needs, needed = {}, {}
     for fn in order:
-        needed[id(fn)] = any(
+        needs[id(fn)] = tuple(
             is_target(inp) or (inp is not None and inp._ctx is not None and needed.get(id(inp._ctx), False))
             for inp in fn.inputs)
+        needed[id(fn)] = any(needs[id(fn)])
 
     grads = {}
     keep_alive = []  # tensors whose id() keys `grads` must not be reused mid-pass
@@ -352,9 +354,7 @@ def _run_backward(outputs, grad_outputs, targets, create_graph):
                 xp = backend.get_array_module(next(g for g in gouts if g is not None).data)
                 gouts = [g if g is not None else Tensor(xp.zeros(shape, dtype=dtype))
                          for g, (shape, dtype) in zip(gouts, fn._output_meta)]
-            fn.needs_input_grad = tuple(
-                is_target(inp) or (inp is not None and inp._ctx is not None and needed.get(id(inp._ctx), False))
-                for inp in fn.inputs)
+            fn.needs_input_grad = needs[id(fn)]
             gins = fn.backward(*gouts)
             if not isinstance(gins, tuple):
                 gins = (gins,)
