@@ -444,16 +444,20 @@ class Add(Function):
 
     def backward(self, g):
         a, b = self.inputs
-        return _unbroadcast(g, a.shape), _unbroadcast(g, b.shape)
+        ga = _unbroadcast(g, a.shape) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(g, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
 
 
 class Sub(Function):
     def forward(self, a, b):
-        return a - b
+        return binary(np.subtract, a, b)
 
     def backward(self, g):
         a, b = self.inputs
-        return _unbroadcast(g, a.shape), _unbroadcast(-g, b.shape)
+        ga = _unbroadcast(g, a.shape) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(-g, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
 
 
 class Mul(Function):
@@ -469,7 +473,7 @@ class Mul(Function):
 
 class Div(Function):
     def forward(self, a, b):
-        return a / b
+        return binary(np.divide, a, b)
 
     def backward(self, g):
         a, b = self.inputs

@@ -83,7 +83,7 @@ def test_phase_grid_pack_and_unpack(monkeypatch):
     assert np.count_nonzero(inline[0]) == x.size
 
 
-@pytest.mark.parametrize("ufunc", [np.add, np.subtract, np.multiply])
+@pytest.mark.parametrize("ufunc", [np.add, np.subtract, np.multiply, np.divide])
 @pytest.mark.parametrize("shape_a, shape_b", [
     ((5, 4, 6, 7), (5, 4, 1, 1)),      # per sample and channel (demodulation, modulation)
     ((5, 4, 6, 7), (5, 1, 6, 7)),      # noise shared over the channels
