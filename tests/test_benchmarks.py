@@ -6,7 +6,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = {"linear", "bias_act", "conv2d", "upfirdn2d", "modulated_conv2d", "noise_injection", "minibatch_std",
-       "softplus", "adam_step"}
+       "softplus", "scatter_add", "adam_step"}
 
 
 def test_kernel_benchmark_quick_json(tmp_path):
@@ -17,13 +17,15 @@ def test_kernel_benchmark_quick_json(tmp_path):
     rows = json.load(open(out))
     assert {r["op"] for r in rows} >= OPS
     for row in rows:
-        assert {"op", "pass", "backend", "shape", "median_ms", "pct_of_peak"} <= set(row)
+        assert {"op", "pass", "backend", "impl", "shape", "median_ms", "pct_of_peak"} <= set(row)
         assert ("gflops" in row) != ("gbps" in row)
         if not row["op"].startswith("ceiling"):
             assert row["median_ms"] > 0 and row["pct_of_peak"] > 0
-    passes = {(r["op"], r["pass"]) for r in rows}
-    for op in OPS - {"adam_step"}:
-        assert (op, "forward") in passes and (op, "backward") in passes
+    passes = {(r["op"], r["pass"], r["impl"]) for r in rows}
+    for impl in ("fast", "ref"):
+        for op in OPS - {"adam_step"}:
+            assert (op, "forward", impl) in passes and (op, "backward", impl) in passes
+        assert ("adam_step", "step", impl) in passes
 
 
 def test_reference_without_torch_says_how_to_get_it(tmp_path):
