@@ -12,11 +12,15 @@ default, which a value in the environment makes nanostyle keep) for the spin.
 
 Prints per path the medians and ranges over the rounds of bench64's lazy_iter_s on/off and the
 cpu networks' img/s on/off, the time the path saves as a share of the step without it, and the
-verdict: keep where it saves at least 5 % (KEEP_GAIN) of either step, else delete.
+verdict: keep where it saves at least 5 % (KEEP_GAIN) of either step, else delete. Beside them,
+the on/off ratio of the CPU seconds each whole run took (network build, warm-up and every
+phase): less sensitive than seconds on the clock to other work on a shared machine, though it
+does not see what a path changes in how well the cores are used.
 """
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,11 +55,15 @@ def measure(config, iters, env):
         out = os.path.join(folder, "step.json")
         command = [sys.executable, os.path.join(ROOT, "benchmarks", "train_step.py"), "--config", config,
                    "--iters", str(iters), "--json", out, "--device", "cpu"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = subprocess.run(command, env=env, capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
         with open(out) as handle:
-            return json.load(handle)
+            results = json.load(handle)
+        results["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return results
 
 
 def run(paths, rounds, iters, say=print):
@@ -68,7 +76,8 @@ def run(paths, rounds, iters, say=print):
                 pair = {on: measure(config, iters, environment(path, on)) for on in order}
                 runs[path][config].append((pair[True], pair[False]))
                 say(f"round {r + 1}/{rounds} {path:26} {config:8} lazy_iter_s on {pair[True]['lazy_iter_s']:.3f} "
-                    f"off {pair[False]['lazy_iter_s']:.3f}", flush=True)
+                    f"off {pair[False]['lazy_iter_s']:.3f}; CPU s on {pair[True]['cpu_s']:.1f} "
+                    f"off {pair[False]['cpu_s']:.1f}", flush=True)
     return runs
 
 
@@ -82,8 +91,10 @@ def summarise(runs):
         for config, key in (("bench64", "lazy_iter_s"), ("cpu64", "img_per_s")):
             ratios = [on[key] / off[key] for on, off in by_config[config]]
             saved = [1 - on["lazy_iter_s"] / off["lazy_iter_s"] for on, off in by_config[config]]
+            cpu = [on["cpu_s"] / off["cpu_s"] for on, off in by_config[config] if "cpu_s" in on]
             row[config] = dict(key=key, ratios=ratios, median=statistics.median(ratios),
-                               saved=saved, median_saved=statistics.median(saved))
+                               saved=saved, median_saved=statistics.median(saved),
+                               cpu_ratios=cpu, cpu_median=statistics.median(cpu) if cpu else None)
             gains.append(row[config]["median_saved"])
         row["verdict"] = "keep" if max(gains) >= KEEP_GAIN else "delete"
         rows.append(row)
@@ -92,12 +103,13 @@ def summarise(runs):
 
 def format_table(rows):
     lines = ["| path | bench64 lazy_iter_s on/off (range) | cpu64 img/s on/off (range) | step time saved "
-             "bench64 / cpu64 | verdict |", "| --- | --- | --- | --- | --- |"]
+             "bench64 / cpu64 | CPU s on/off bench64 / cpu64 | verdict |", "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         cells = [f"{row[c]['median']:.3f} ({min(row[c]['ratios']):.3f}-{max(row[c]['ratios']):.3f})"
                  for c in CONFIGS]
         saved = " / ".join(f"{100 * row[c]['median_saved']:+.1f} %" for c in CONFIGS)
-        lines.append(f"| {row['path']} | {cells[0]} | {cells[1]} | {saved} | {row['verdict']} |")
+        cpu = " / ".join("-" if row[c]["cpu_median"] is None else f"{row[c]['cpu_median']:.3f}" for c in CONFIGS)
+        lines.append(f"| {row['path']} | {cells[0]} | {cells[1]} | {saved} | {cpu} | {row['verdict']} |")
     return "\n".join(lines)
 
 
