@@ -15,7 +15,9 @@ cpu networks' img/s on/off, the time the path saves as a share of the step witho
 verdict: keep where it saves at least 5 % (KEEP_GAIN) of either step, else delete. Beside them,
 the on/off ratio of the CPU seconds each whole run took (network build, warm-up and every
 phase): less sensitive than seconds on the clock to other work on a shared machine, though it
-does not see what a path changes in how well the cores are used.
+does not see what a path changes in how well the cores are used. And g_forward_s on/off: G's
+forward pass without gradients on the whole batch (sampling, metrics), which runs outside the
+training step's threaded halves, for what a path does there.
 """
 import argparse
 import json
@@ -92,9 +94,13 @@ def summarise(runs):
             ratios = [on[key] / off[key] for on, off in by_config[config]]
             saved = [1 - on["lazy_iter_s"] / off["lazy_iter_s"] for on, off in by_config[config]]
             cpu = [on["cpu_s"] / off["cpu_s"] for on, off in by_config[config] if "cpu_s" in on]
+            forward = [on["g_forward_s"] / off["g_forward_s"] for on, off in by_config[config]
+                       if "g_forward_s" in on]
             row[config] = dict(key=key, ratios=ratios, median=statistics.median(ratios),
                                saved=saved, median_saved=statistics.median(saved),
-                               cpu_ratios=cpu, cpu_median=statistics.median(cpu) if cpu else None)
+                               cpu_ratios=cpu, cpu_median=statistics.median(cpu) if cpu else None,
+                               g_forward_ratios=forward,
+                               g_forward_median=statistics.median(forward) if forward else None)
             gains.append(row[config]["median_saved"])
         row["verdict"] = "keep" if max(gains) >= KEEP_GAIN else "delete"
         rows.append(row)
@@ -103,13 +109,16 @@ def summarise(runs):
 
 def format_table(rows):
     lines = ["| path | bench64 lazy_iter_s on/off (range) | cpu64 img/s on/off (range) | step time saved "
-             "bench64 / cpu64 | CPU s on/off bench64 / cpu64 | verdict |", "| --- | --- | --- | --- | --- | --- |"]
+             "bench64 / cpu64 | CPU s on/off bench64 / cpu64 | g_forward_s on/off bench64 / cpu64 | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         cells = [f"{row[c]['median']:.3f} ({min(row[c]['ratios']):.3f}-{max(row[c]['ratios']):.3f})"
                  for c in CONFIGS]
         saved = " / ".join(f"{100 * row[c]['median_saved']:+.1f} %" for c in CONFIGS)
         cpu = " / ".join("-" if row[c]["cpu_median"] is None else f"{row[c]['cpu_median']:.3f}" for c in CONFIGS)
-        lines.append(f"| {row['path']} | {cells[0]} | {cells[1]} | {saved} | {cpu} | {row['verdict']} |")
+        forward = " / ".join("-" if row[c]["g_forward_median"] is None else f"{row[c]['g_forward_median']:.3f}"
+                             for c in CONFIGS)
+        lines.append(f"| {row['path']} | {cells[0]} | {cells[1]} | {saved} | {cpu} | {forward} | {row['verdict']} |")
     return "\n".join(lines)
 
 

@@ -106,7 +106,7 @@ def test_fast_paths_switches_every_path_and_judges_by_the_whole_step():
         assert set(off.items()) - set(on.items()) == set(fp.PATHS[path].items())
 
     def step(seconds):
-        return dict(lazy_iter_s=seconds, img_per_s=16 / seconds, cpu_s=10 * seconds)
+        return dict(lazy_iter_s=seconds, img_per_s=16 / seconds, cpu_s=10 * seconds, g_forward_s=seconds / 8)
     runs = {"pays": {"bench64": [(step(1.0), step(1.2))] * 3, "cpu64": [(step(1.0), step(1.0))] * 3},
             "does_not": {"bench64": [(step(1.0), step(1.04)), (step(1.0), step(0.9)), (step(1.0), step(1.03))],
                          "cpu64": [(step(0.5), step(0.51))] * 3}}
@@ -115,4 +115,5 @@ def test_fast_paths_switches_every_path_and_judges_by_the_whole_step():
     assert abs(rows["pays"]["bench64"]["median"] - 1 / 1.2) < 1e-12
     assert abs(rows["does_not"]["cpu64"]["median"] - 0.51 / 0.5) < 1e-12      # img/s on/off
     assert abs(rows["pays"]["bench64"]["cpu_median"] - 1 / 1.2) < 1e-12
+    assert abs(rows["pays"]["bench64"]["g_forward_median"] - 1 / 1.2) < 1e-12
     assert "| pays |" in fp.format_table(list(rows.values()))
