@@ -29,8 +29,7 @@ def test_use_impl_switches_and_restores_even_on_error():
         ns.ops.set_impl("cuda")
 
 
-def test_the_choice_reaches_every_part_of_a_split_batch(monkeypatch):
-    monkeypatch.setattr(parallel, "THREADS", 2)
+def test_the_choice_reaches_every_part_of_a_split_batch():
     with ns.ops.use_impl("ref"):
         assert parallel.split_batch(lambda i: _impl.choose(np.zeros(1)), 2) == ["ref", "ref"]
 

@@ -7,7 +7,6 @@ activation runs the reference (bias_act.py).
 """
 import numpy as np
 
-from ..parallel import batch_parallel
 from . import _impl
 from .bias_act import _bias_act_grad_ref, _bias_act_ref, _bias_shape
 
@@ -17,11 +16,10 @@ def _applies(act, clamp, alpha, gain):
             and _impl.fast_path_on("bias_act.lrelu"))
 
 
-def _blocks(rows, array, elements=1 << 18):
-    """Slices of `rows` (a slice of array's first axis) of about `elements` elements each
-    (at least one row)."""
+def _blocks(array, elements=1 << 18):
+    """Slices of array's first axis of about `elements` elements each (at least one row)."""
     step = max(1, elements // max(1, array[0].size))
-    return [slice(i, min(i + step, rows.stop)) for i in range(rows.start, rows.stop, step)]
+    return [slice(i, min(i + step, len(array))) for i in range(0, len(array), step)]
 
 
 def bias_act(x, b, dim, act, alpha, gain, clamp):
@@ -33,13 +31,11 @@ def bias_act(x, b, dim, act, alpha, gain, clamp):
     y = np.empty_like(x)
     high, low = z.dtype.type(gain), z.dtype.type(alpha * gain)
 
-    def lrelu(rows):
-        for i in _blocks(rows, x):
-            if bias is not None:
-                np.add(x[i], bias, out=z[i])
-            np.multiply(z[i], high, out=y[i])
-            np.maximum(y[i], np.multiply(z[i], low), out=y[i])   # gain z where z > 0, else alpha gain z
-    batch_parallel(lrelu, x.shape[0], x.size)
+    for i in _blocks(x):
+        if bias is not None:
+            np.add(x[i], bias, out=z[i])
+        np.multiply(z[i], high, out=y[i])
+        np.maximum(y[i], np.multiply(z[i], low), out=y[i])   # gain z where z > 0, else alpha gain z
     return y, z
 
 
@@ -50,10 +46,8 @@ def bias_act_grad(dy, z, act, alpha, gain, clamp):
     dz = np.empty_like(dy)
     high, low = dy.dtype.type(gain), dy.dtype.type(alpha * gain)
 
-    def lrelu_grad(rows):
-        for i in _blocks(rows, dy):
-            slope = np.multiply(np.greater(z[i], 0), high, dtype=dy.dtype)
-            np.maximum(slope, low, out=slope)         # gain where z > 0, else alpha * gain
-            np.multiply(dy[i], slope, out=dz[i])
-    batch_parallel(lrelu_grad, dy.shape[0], dy.size)
+    for i in _blocks(dy):
+        slope = np.multiply(np.greater(z[i], 0), high, dtype=dy.dtype)
+        np.maximum(slope, low, out=slope)             # gain where z > 0, else alpha * gain
+        np.multiply(dy[i], slope, out=dz[i])
     return dz

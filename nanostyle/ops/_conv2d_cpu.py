@@ -14,7 +14,6 @@ pass runs the reference's im2col (conv2d.py). Same results as the reference to r
 import numpy as np
 
 from .. import blas
-from ..parallel import batch_parallel
 from . import _impl
 from .conv2d import _conv_output_size, _conv2d_ref, _conv_transpose2d_ref, _conv2d_weight_grad_ref
 
@@ -97,13 +96,7 @@ def _strided_applies(x, w_shape, stride, padding):
 
 def _corners(blocks, H, W):
     """The top-left H x W of every block of a [C, N, Hb, Wb] view, as [N, C, H, W] contiguous."""
-    C, N = blocks.shape[:2]
-    out = np.empty((N, C, H, W), dtype=blocks.dtype)
-
-    def copy(rows):                                   # one chunk of the batch per thread
-        out[rows] = blocks[:, rows, :H, :W].transpose(1, 0, 2, 3)
-    batch_parallel(copy, N, out.size)
-    return out
+    return np.ascontiguousarray(blocks[:, :, :H, :W].transpose(1, 0, 2, 3))
 
 
 class _FlatLayout:
@@ -153,12 +146,9 @@ class _Grid(_FlatLayout):
         flat[:, :self.start] = 0
         flat[:, self.start + self.L:] = 0
         view = self.blocks(flat)
-
-        def fill(rows):                               # one chunk of the batch per thread
-            view[:, rows, H:, :] = 0
-            view[:, rows, :H, W:] = 0
-            view[:, rows, :H, :W] = x[rows].transpose(1, 0, 2, 3)
-        batch_parallel(fill, N, flat.size)
+        view[:, :, H:, :] = 0
+        view[:, :, :H, W:] = 0
+        view[:, :, :H, :W] = x.transpose(1, 0, 2, 3)
         return flat
 
     def unpack(self, flat):
@@ -205,14 +195,10 @@ class _PhaseGrid(_FlatLayout):
 
     def pack(self, x):
         """x [N, C, H, W] -> phases [s, s, C, size], zero but for the input's pixels."""
-        N, C = x.shape[:2]
-        phases = np.zeros((self.s, self.s, C, self.size), dtype=x.dtype)
+        phases = np.zeros((self.s, self.s, x.shape[1], self.size), dtype=x.dtype)
         blocks = self.blocks(phases)
-
-        def fill(chunk):
-            for a, b, (bi, si), (bj, sj) in self._phase_pairs():
-                blocks[a, b, :, chunk, bi, bj] = x[chunk, :, si, sj].transpose(1, 0, 2, 3)
-        batch_parallel(fill, N, phases.size)
+        for a, b, (bi, si), (bj, sj) in self._phase_pairs():
+            blocks[a, b, :, :, bi, bj] = x[:, :, si, sj].transpose(1, 0, 2, 3)
         return phases
 
     def unpack(self, phases):
@@ -220,22 +206,14 @@ class _PhaseGrid(_FlatLayout):
         C = phases.shape[2]
         blocks = self.blocks(phases)
         x = np.zeros((self.N, C, self.H, self.W), dtype=phases.dtype)
-
-        def copy(chunk):
-            for a, b, (bi, si), (bj, sj) in self._phase_pairs():
-                x[chunk, :, si, sj] = blocks[a, b, :, chunk, bi, bj].transpose(1, 0, 2, 3)
-        batch_parallel(copy, self.N, x.size)
+        for a, b, (bi, si), (bj, sj) in self._phase_pairs():
+            x[:, :, si, sj] = blocks[a, b, :, :, bi, bj].transpose(1, 0, 2, 3)
         return x
 
     def pack_output(self, g):
         """An output-shaped g [N, O, Ho, Wo] -> [O, size], zero off the output pixels."""
-        O = g.shape[1]
-        flat = np.zeros((O, self.size), dtype=g.dtype)
-        blocks = self.blocks(flat)
-
-        def fill(chunk):
-            blocks[:, chunk, :self.Ho, :self.Wo] = g[chunk].transpose(1, 0, 2, 3)
-        batch_parallel(fill, self.N, flat.size)
+        flat = np.zeros((g.shape[1], self.size), dtype=g.dtype)
+        self.blocks(flat)[:, :, :self.Ho, :self.Wo] = g.transpose(1, 0, 2, 3)
         return flat
 
     def unpack_output(self, flat):

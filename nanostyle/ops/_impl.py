@@ -34,10 +34,6 @@ FAST_PATHS = {
                                 "the multiply",
     "upfirdn2d.caches": "_upfirdn2d_cpu: each filter's kernel, rank-1 split and bands cached",
     "bias_act.lrelu": "_bias_act_cpu: lrelu as max(gain z, alpha gain z), in cache-sized blocks",
-    "parallel.batch_parallel": "parallel: NumPy copies and loops split over the batch on the "
-                               "thread pool",
-    "parallel.binary": "parallel: large broadcasting sums and products split over the batch on "
-                       "the thread pool",
 }
 
 

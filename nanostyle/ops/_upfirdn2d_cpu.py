@@ -12,9 +12,8 @@ import functools
 
 import numpy as np
 
-from ..parallel import batch_parallel
 from . import _impl
-from .upfirdn2d import _filter_2d, _output_size, _upfirdn2d_ref, filter_size
+from .upfirdn2d import _filter_2d, _upfirdn2d_ref
 
 # Images up to this many pixels wide (tall) take the row (column) pass as a product with a
 # banded matrix: its cost grows with the size (one multiply-add per input sample and output,
@@ -31,31 +30,16 @@ def upfirdn2d(x, f, up, down, padding, flip_filter, gain, band_max_width=None):
         return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     if band_max_width is None:
         band_max_width = BAND_MAX_WIDTH if _impl.fast_path_on("upfirdn2d.banded") else 0
-    N, C, H, W = x.shape
+    H, W = x.shape[2:]
     x0, x1, y0, y1 = padding
-    fw, fh = filter_size(f)
-    out_h = _output_size(H, up, down, y0, y1, fh)
-    out_w = _output_size(W, up, down, x0, x1, fw)
     column_taps, row_taps = separable
     if W <= band_max_width:                           # the row pass as one GEMM, then the column pass
         x = _fir_rows_gemm(x, row_taps, up, down, x0, x1)
-        if H <= band_max_width:                       # T^T @ each image, per chunk of the batch
-            column_band = _band(H, column_taps, up, down, y0, y1, x.dtype, transpose=True)
-            out = np.empty((N, C, column_band.shape[0], x.shape[3]), dtype=x.dtype)
-
-            def fir(rows):
-                np.matmul(column_band, x[rows], out=out[rows])
-            batch_parallel(fir, N, out.size * 4)
-            return out
-
-        def fir(rows):
-            return _fir_1d(x[rows], column_taps, up, down, y0, y1, axis=2)
+        if H <= band_max_width:                       # T^T @ each image
+            return np.matmul(_band(H, column_taps, up, down, y0, y1, x.dtype, transpose=True), x)
     else:
-        def fir(rows):                                # one chunk of the batch per thread
-            part = _fir_1d(x[rows], row_taps, up, down, x0, x1, axis=3)
-            return _fir_1d(part, column_taps, up, down, y0, y1, axis=2)
-    parts = batch_parallel(fir, N, max(x.size, N * C * out_h * out_w) * max(up, down))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        x = _fir_1d(x, row_taps, up, down, x0, x1, axis=3)
+    return _fir_1d(x, column_taps, up, down, y0, y1, axis=2)
 
 
 # ---- each filter's kernel and rank-1 split, cached -------------------------------------------

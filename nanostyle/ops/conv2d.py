@@ -21,7 +21,6 @@ import collections
 import numpy as np
 
 from .. import backend
-from ..parallel import batch_parallel
 from ..autograd import Function, Tensor
 from . import _impl
 from .upfirdn2d import filter_size, parse_padding, upfirdn2d
@@ -208,12 +207,7 @@ def _im2col(x, kh, kw, stride, padding):
     sN, sC, sH, sW = x.strides
     view = np.lib.stride_tricks.as_strided(
         x, shape=(C, kh, kw, N, Ho, Wo), strides=(sC, sH, sW, sN, sH * sy, sW * sx))
-    cols = np.empty(view.shape, dtype=x.dtype)
-
-    def copy(rows):                                   # one chunk of the batch per thread
-        cols[:, :, :, rows] = view[:, :, :, rows]
-    batch_parallel(copy, N, cols.size)
-    return cols.reshape(C * kh * kw, N * Ho * Wo)
+    return np.ascontiguousarray(view).reshape(C * kh * kw, N * Ho * Wo)
 
 
 def _col2im(cols, x_shape, kh, kw, stride, padding):
@@ -224,13 +218,10 @@ def _col2im(cols, x_shape, kh, kw, stride, padding):
     Ho, Wo = _conv_output_size(H, kh, sy, py), _conv_output_size(W, kw, sx, px)
     cols = cols.reshape(C, kh, kw, N, Ho, Wo)
     padded = np.zeros((N, C, H + 2 * py, W + 2 * px), dtype=cols.dtype)
-
-    def add(rows):                                    # one chunk of the batch per thread
-        for ky in range(kh):
-            for kx in range(kw):
-                padded[rows, :, ky:ky + sy * (Ho - 1) + 1:sy, kx:kx + sx * (Wo - 1) + 1:sx] += \
-                    cols[:, ky, kx, rows].transpose(1, 0, 2, 3)
-    batch_parallel(add, N, cols.size)
+    for ky in range(kh):
+        for kx in range(kw):
+            padded[:, :, ky:ky + sy * (Ho - 1) + 1:sy, kx:kx + sx * (Wo - 1) + 1:sx] += \
+                cols[:, ky, kx].transpose(1, 0, 2, 3)
     return padded[:, :, py:py + H, px:px + W]
 
 
