@@ -110,8 +110,7 @@ def _fir_rows_gemm(x, taps, up, down, pad0, pad1):
 def _fir_1d(x, taps, up, down, pad0, pad1, axis):
     """Upsample, pad, correlate with `taps`, downsample along one axis of x.
 
-    Zero insertion and padding happen in one allocation; symmetric taps (k, K-1-k) are summed
-    before the multiply, so [1,3,3,1] costs five passes over the output instead of nine."""
+    Zero insertion and padding happen in one allocation."""
     n = x.shape[axis]
     length = n * up + pad0 + pad1
 
@@ -140,26 +139,13 @@ def _fir_1d(x, taps, up, down, pad0, pad1, axis):
         return x[index(slice(k, k + down * (out_len - 1) + 1, down))]
 
     out = None
-
-    def accumulate(term):
-        nonlocal out
-        if out is None:
-            out = term
-        else:
-            out += term
-
-    done = set()
-    for k in range(K // 2 if _impl.fast_path_on("upfirdn2d.symmetric_taps") else 0):
-        mirror = K - 1 - k
-        if taps[k] == taps[mirror]:
-            if taps[k] != 0:
-                term = tap(k) + tap(mirror)
-                term *= x.dtype.type(taps[k])
-                accumulate(term)
-            done.update((k, mirror))
     for k in range(K):
-        if k not in done and taps[k] != 0:
-            accumulate(tap(k) * x.dtype.type(taps[k]))
+        if taps[k] != 0:
+            term = tap(k) * x.dtype.type(taps[k])
+            if out is None:
+                out = term
+            else:
+                out += term
     if out is None:
         shape = list(x.shape)
         shape[axis] = out_len
