@@ -128,15 +128,14 @@ def test_bad_arguments_name_the_op_and_shapes(x_shape, w_shape, dtype, match):
                          [(3, 4) + case for case in CASES] + [(1, 4, 1, 0, 1, (5, 4)), (4, 1, 1, 0, 1, (5, 4))])
 def test_fast_passes_match_the_reference(channels, out_channels, k, padding, stride, hw):
     """Each of the three fast CPU passes against the reference's, with the windows forced on for
-    the tests' tiny images (min_pixels=0) and their GEMMs in blocks of 7 output positions, so
-    that every image spans several blocks and the last block is short."""
+    the tests' tiny images (min_pixels=0)."""
     rng = np.random.default_rng(k * 100 + padding * 10 + stride)
     x, w = randn(rng, 2, channels, *hw), randn(rng, out_channels, channels, k, k)
     stride, padding = (stride, stride), (padding, padding)
     ref, fast = IMPLEMENTATIONS["ref"], _conv2d_cpu
     y = ref.conv2d(x, w, stride, padding)
     g = randn(rng, *y.shape)
-    options = dict(min_pixels=0, columns=7)
+    options = dict(min_pixels=0)
     pairs = [(fast.conv2d(x, w, stride, padding, **options), y),
              (fast.conv_transpose2d(g, w, x.shape, stride, padding, **options),
               ref.conv_transpose2d(g, w, x.shape, stride, padding)),

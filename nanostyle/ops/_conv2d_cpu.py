@@ -23,44 +23,39 @@ from .conv2d import _conv_output_size, _conv2d_ref, _conv_transpose2d_ref, _conv
 # what each pays (issue 25)").
 WINDOW_MIN_PIXELS = {"conv2d": 1024, "conv2d_weight_grad": 1024, "conv_transpose2d": 64}
 
-# Output positions per block of the window GEMMs: all k*k taps of a block run before the next,
-# so the [O, block] output each tap adds into stays in cache instead of streaming the whole
-# [O, L] output from memory k*k times (same section of benchmarks/RESULTS.md).
-WINDOW_COLUMNS = 8192
-
 
 # ---- the three passes: windows where they apply and pay, else the reference --------------------
 
-def conv2d(x, w, stride, padding, min_pixels=None, columns=None):
-    """conv2d's forward pass. min_pixels, columns: WINDOW_MIN_PIXELS and WINDOW_COLUMNS unless
-    given (tests run the windows on tiny images, in several blocks)."""
+def conv2d(x, w, stride, padding, min_pixels=None):
+    """conv2d's forward pass. min_pixels: WINDOW_MIN_PIXELS unless given (tests run the windows
+    on tiny images)."""
     O, _, k, _ = w.shape
     Ho = _conv_output_size(x.shape[2], k, stride[0], padding[0])
     Wo = _conv_output_size(x.shape[3], k, stride[1], padding[1])
     if _windows_pay("conv2d", Ho * Wo, min_pixels):
         if _same_size_applies(x, w.shape, stride, padding):
-            return _conv2d_windows(x, w, _columns(columns))
+            return _conv2d_windows(x, w)
         if _strided_applies(x, w.shape, stride, padding):
             return _conv2d_phases(x, w, stride[0], padding[0])
     return _conv2d_ref(x, w, stride, padding)
 
 
-def conv_transpose2d(g, w, x_shape, stride, padding, min_pixels=None, columns=None):
+def conv_transpose2d(g, w, x_shape, stride, padding, min_pixels=None):
     """conv2d's input gradient (its adjoint in x)."""
     if _windows_pay("conv_transpose2d", g.shape[2] * g.shape[3], min_pixels):
         if _same_size_applies(g, w.shape, stride, padding):
-            return _conv2d_windows(g, w, _columns(columns), adjoint=True)
+            return _conv2d_windows(g, w, adjoint=True)
         if _strided_applies(g, w.shape, stride, padding):
             return _conv_transpose2d_phases(g, w, x_shape, stride[0], padding[0])
     return _conv_transpose2d_ref(g, w, x_shape, stride, padding)
 
 
-def conv2d_weight_grad(x, g, w_shape, stride, padding, min_pixels=None, columns=None):
+def conv2d_weight_grad(x, g, w_shape, stride, padding, min_pixels=None):
     """conv2d's weight gradient (its adjoint in w)."""
     k = w_shape[2]
     if _windows_pay("conv2d_weight_grad", g.shape[2] * g.shape[3], min_pixels):
         if _same_size_applies(x, w_shape, stride, padding):
-            return _conv2d_weight_grad_windows(x, g, k, _columns(columns))
+            return _conv2d_weight_grad_windows(x, g, k)
         if _strided_applies(x, w_shape, stride, padding):
             return _conv2d_weight_grad_phases(x, g, k, stride[0], padding[0])
     return _conv2d_weight_grad_ref(x, g, w_shape, stride, padding)
@@ -70,12 +65,6 @@ def _windows_pay(pass_, out_pixels, min_pixels):
     if min_pixels is None:
         min_pixels = WINDOW_MIN_PIXELS[pass_] if _impl.fast_path_on("conv2d.window_thresholds") else 0
     return out_pixels >= min_pixels
-
-
-def _columns(columns):
-    if columns is None:
-        columns = WINDOW_COLUMNS if _impl.fast_path_on("conv2d.column_blocks") else None
-    return columns
 
 
 def _same_size_applies(x, w_shape, stride, padding):
@@ -223,18 +212,12 @@ class _PhaseGrid(_FlatLayout):
 
 # ---- the window GEMMs ------------------------------------------------------------------------
 
-def _column_blocks(L, columns):
-    """Slices of range(L) of `columns` positions each (None: one block)."""
-    columns = columns or L
-    return [slice(j, min(L, j + columns)) for j in range(0, L, columns)]
-
-
 def _taps(w):
     """w [O, C, k, k] -> [k, k, O, C] contiguous: one [O, C] matrix per kernel tap."""
     return np.ascontiguousarray(w.transpose(2, 3, 0, 1))
 
 
-def _conv2d_windows(x, w, columns, adjoint=False):
+def _conv2d_windows(x, w, adjoint=False):
     """conv2d(x, w) as window GEMMs; adjoint=True: x is an output-shaped g and the result is
     the adjoint in x, gx[r] = sum over taps of w_tap^T g[r - offset(tap)] (g zero off the images)."""
     N, _, H, W = x.shape
@@ -242,15 +225,14 @@ def _conv2d_windows(x, w, columns, adjoint=False):
     grid = _Grid(N, H, W, k)
     packed, taps = grid.pack(x), _taps(w)
     out = np.empty((C if adjoint else O, grid.L), dtype=x.dtype)
-    for cols in _column_blocks(grid.L, columns):
-        for i in range(k * k):
-            ky, kx = divmod(i, k)
-            blas.gemm(taps[ky, kx], grid.window(packed, ky, kx, sign=-1 if adjoint else 1)[:, cols],
-                      out[:, cols], beta=0.0 if i == 0 else 1.0, trans_a=adjoint)
+    for i in range(k * k):
+        ky, kx = divmod(i, k)
+        blas.gemm(taps[ky, kx], grid.window(packed, ky, kx, sign=-1 if adjoint else 1), out,
+                  beta=0.0 if i == 0 else 1.0, trans_a=adjoint)
     return grid.unpack(out)
 
 
-def _conv2d_weight_grad_windows(x, g, k, columns):
+def _conv2d_weight_grad_windows(x, g, k):
     """Adjoint in w: gw[:, :, ky, kx] = g [O, L] @ window(x, ky, kx)^T (g zero off the images)."""
     N, C, H, W = x.shape
     O = g.shape[1]
@@ -258,11 +240,9 @@ def _conv2d_weight_grad_windows(x, g, k, columns):
     packed_x, packed_g = grid.pack(x), grid.pack(g)
     rows = grid.computed(packed_g)
     taps = np.empty((k, k, O, C), dtype=x.dtype)
-    for block, cols in enumerate(_column_blocks(grid.L, columns)):
-        for i in range(k * k):
-            ky, kx = divmod(i, k)
-            blas.gemm(rows[:, cols], grid.window(packed_x, ky, kx)[:, cols], taps[ky, kx],
-                      beta=0.0 if block == 0 else 1.0, trans_b=True)
+    for i in range(k * k):
+        ky, kx = divmod(i, k)
+        blas.gemm(rows, grid.window(packed_x, ky, kx), taps[ky, kx], trans_b=True)
     return np.ascontiguousarray(taps.transpose(2, 3, 0, 1))
 
 
