@@ -131,16 +131,15 @@ def test_tall_or_wide_images_mix_the_banded_and_direct_passes(shape):
         np.testing.assert_allclose(y, reference_upfirdn2d(x, f, up, down, pad, False, 1.0), rtol=1e-12, atol=1e-12)
 
 
-def test_cached_filter_plans_follow_the_filter_values_gain_flip_and_dtype():
-    """The fast path caches each filter's kernel, rank-1 split and bands: filters of one shape
-    that differ only in their values, and calls that differ only in gain, flip or dtype, must
-    each get their own (checked against the definition), and the cached arrays must be read-only."""
+def test_filters_that_differ_in_values_gain_flip_or_dtype_each_get_their_own_passes():
+    """Filters of one shape that differ only in their values, and calls that differ only in gain,
+    flip or dtype, against the definition, twice over (nothing may carry from one call to the next)."""
     rng = np.random.default_rng(23)
     x = randn(rng, 2, 3, 7, 8)
     f1 = setup_filter(rng.uniform(0.1, 1.0, 4), separable=True, dtype=np.float64)
     f2 = setup_filter(rng.uniform(0.1, 1.0, 4), separable=True, dtype=np.float64)
     calls = [(f1, 1.0, False), (f2, 1.0, False), (f1, 2.5, False), (f1, 1.0, True), (f2, 2.5, True)]
-    for _ in range(2):                                   # the second round reads the cache
+    for _ in range(2):
         for f, gain, flip in calls:
             y = upfirdn2d(ns.Tensor(x), f, up=2, down=1, padding=(2, 1, 1, 2), flip_filter=flip, gain=gain).data
             ref = reference_upfirdn2d(x, f, 2, 1, (2, 1, 1, 2), flip, gain)
@@ -148,8 +147,3 @@ def test_cached_filter_plans_follow_the_filter_values_gain_flip_and_dtype():
     y32 = upfirdn2d(ns.Tensor(x.astype(np.float32)), f1, up=2, padding=(2, 1, 1, 2)).data
     assert y32.dtype == np.float32
     np.testing.assert_allclose(y32, reference_upfirdn2d(x, f1, 2, 1, (2, 1, 1, 2), False, 1.0), rtol=1e-5, atol=1e-5)
-    kernel, separable = _upfirdn2d_cpu._filter_plan(f1, False, 1.0, np.float64)
-    band = _upfirdn2d_cpu._band(8, [0.25, 0.5, 0.25], 1, 1, 1, 1, np.float64)
-    for cached in (kernel, band, separable[0]):
-        with pytest.raises(ValueError):
-            cached[:1] = 1.0

@@ -28,7 +28,6 @@ FAST_PATHS = {
     "upfirdn2d.separable": "_upfirdn2d_cpu: rank-1 filters as a row pass and a column pass",
     "upfirdn2d.banded": "_upfirdn2d_cpu: the row and column passes of small images as GEMMs "
                         "with a banded matrix",
-    "upfirdn2d.caches": "_upfirdn2d_cpu: each filter's kernel, rank-1 split and bands cached",
     "bias_act.lrelu": "_bias_act_cpu: lrelu as max(gain z, alpha gain z), in cache-sized blocks",
 }
 

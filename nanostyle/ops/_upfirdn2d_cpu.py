@@ -8,8 +8,6 @@ zero insertion, padding, taps and decimation of one axis; on larger ones a slice
 per tap (_fir_1d). Other filters run the reference (upfirdn2d.py). Same results as the
 reference to rounding.
 """
-import functools
-
 import numpy as np
 
 from . import _impl
@@ -25,7 +23,7 @@ BAND_MAX_WIDTH = 80
 
 def upfirdn2d(x, f, up, down, padding, flip_filter, gain, band_max_width=None):
     """upfirdn2d on NumPy arrays; band_max_width: BAND_MAX_WIDTH unless given (0: no bands)."""
-    _, separable = _filter_plan(f, flip_filter, gain, x.dtype)
+    separable = _separate(_filter_2d(f, flip_filter, gain, x.dtype))
     if separable is None or not _impl.fast_path_on("upfirdn2d.separable"):
         return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     if band_max_width is None:
@@ -42,32 +40,6 @@ def upfirdn2d(x, f, up, down, padding, flip_filter, gain, band_max_width=None):
     return _fir_1d(x, column_taps, up, down, y0, y1, axis=2)
 
 
-# ---- each filter's kernel and rank-1 split, cached -------------------------------------------
-
-def _filter_plan(f, flip_filter, gain, dtype):
-    """(kernel of _filter_2d, _separate(kernel)), from the cache: keyed by the filter's values
-    (not the array's identity, so a fresh but equal filter still hits), flip, gain and dtype."""
-    key = None if f is None else (f.shape, f.dtype.str, f.tobytes())
-    plan = _plan if _impl.fast_path_on("upfirdn2d.caches") else _plan.__wrapped__
-    return plan(key, bool(flip_filter), float(gain), np.dtype(dtype).str)
-
-
-@functools.lru_cache(maxsize=256)
-def _plan(key, flip_filter, gain, dtype):
-    """_filter_plan's cached work, once per filter, gain, flip and dtype. Read-only arrays."""
-    f = None
-    if key is not None:
-        shape, dtype_str, raw = key
-        f = np.frombuffer(raw, dtype=dtype_str).reshape(shape)
-    kernel = _filter_2d(f, flip_filter, gain, dtype)
-    kernel.setflags(write=False)
-    separable = _separate(kernel)
-    if separable is not None:
-        for taps in separable:
-            taps.setflags(write=False)
-    return kernel, separable
-
-
 def _separate(kernel):
     """(column taps, row taps) when the 2-D kernel is an outer product, else None."""
     if kernel.shape[0] == 1 or kernel.shape[1] == 1:
@@ -78,26 +50,17 @@ def _separate(kernel):
     return u[:, 0] * s[0], vt[0]
 
 
-
 # ---- one axis: a banded matrix product, or a slice-multiply-add per tap -----------------------
 
 def _band(n, taps, up, down, pad0, pad1, dtype, transpose=False):
     """The [n, n_out] matrix of one axis of upfirdn: T[i, o] = taps[i*up + pad0 - o*down]
     (zero outside the taps), so that x @ T upsamples, pads (or crops), filters and downsamples.
-    transpose=True: T^T, contiguous. Read-only and cached: the same few bands serve every call."""
-    band = _band_cached if _impl.fast_path_on("upfirdn2d.caches") else _band_cached.__wrapped__
-    return band(n, tuple(float(t) for t in taps), up, down, pad0, pad1, np.dtype(dtype).str, transpose)
-
-
-@functools.lru_cache(maxsize=512)
-def _band_cached(n, taps, up, down, pad0, pad1, dtype, transpose):
+    transpose=True: T^T, contiguous."""
     K = len(taps)
     out_len = (n * up + pad0 + pad1 - K) // down + 1
     k = np.arange(n)[:, None] * up + pad0 - np.arange(out_len)[None, :] * down
     band = np.where((k >= 0) & (k < K), np.asarray(taps, dtype=np.float64)[np.clip(k, 0, K - 1)], 0.0).astype(dtype)
-    band = band.T.copy() if transpose else band
-    band.setflags(write=False)
-    return band
+    return band.T.copy() if transpose else band
 
 
 def _fir_rows_gemm(x, taps, up, down, pad0, pad1):
