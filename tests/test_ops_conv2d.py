@@ -34,7 +34,7 @@ def reference_conv2d(x, w, padding, stride):
 @pytest.fixture(params=["ref", "fast"])
 def impl(request):
     """Run a test on the reference (im2col) and on the fast CPU passes (window GEMMs where they
-    apply and pay at the default thresholds, the reference elsewhere)."""
+    apply, the reference elsewhere)."""
     with ns.ops.use_impl(request.param):
         yield request.param
 
@@ -127,38 +127,19 @@ def test_bad_arguments_name_the_op_and_shapes(x_shape, w_shape, dtype, match):
 @pytest.mark.parametrize("channels, out_channels, k, padding, stride, hw",
                          [(3, 4) + case for case in CASES] + [(1, 4, 1, 0, 1, (5, 4)), (4, 1, 1, 0, 1, (5, 4))])
 def test_fast_passes_match_the_reference(channels, out_channels, k, padding, stride, hw):
-    """Each of the three fast CPU passes against the reference's, with the windows forced on for
-    the tests' tiny images (min_pixels=0)."""
+    """Each of the three fast CPU passes against the reference's (the windows where they apply)."""
     rng = np.random.default_rng(k * 100 + padding * 10 + stride)
     x, w = randn(rng, 2, channels, *hw), randn(rng, out_channels, channels, k, k)
     stride, padding = (stride, stride), (padding, padding)
     ref, fast = IMPLEMENTATIONS["ref"], _conv2d_cpu
     y = ref.conv2d(x, w, stride, padding)
     g = randn(rng, *y.shape)
-    options = dict(min_pixels=0)
-    pairs = [(fast.conv2d(x, w, stride, padding, **options), y),
-             (fast.conv_transpose2d(g, w, x.shape, stride, padding, **options),
-              ref.conv_transpose2d(g, w, x.shape, stride, padding)),
-             (fast.conv2d_weight_grad(x, g, w.shape, stride, padding, **options),
-              ref.conv2d_weight_grad(x, g, w.shape, stride, padding))]
+    pairs = [(fast.conv2d(x, w, stride, padding), y),
+             (fast.conv_transpose2d(g, w, x.shape, stride, padding), ref.conv_transpose2d(g, w, x.shape, stride, padding)),
+             (fast.conv2d_weight_grad(x, g, w.shape, stride, padding), ref.conv2d_weight_grad(x, g, w.shape, stride, padding))]
     for got, expected in pairs:
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     windows = (stride == (1, 1) and k % 2 == 1 and padding[0] == (k - 1) // 2) or stride[0] >= 2
     assert (fast._same_size_applies(x, w.shape, stride, padding) or fast._strided_applies(x, w.shape, stride, padding)) \
         == (windows and blas.available(np.float64))
-
-
-def test_fast_passes_default_to_the_windows_only_from_their_thresholds():
-    """At the default thresholds a 3x3 'same' convolution of 8x8 images takes the windows for the
-    input gradient (from 64 output pixels) and the reference for the forward pass (from 1024),
-    with the same results either way."""
-    rng = np.random.default_rng(5)
-    x, w = randn(rng, 2, 3, 8, 8), randn(rng, 4, 3, 3, 3)
-    assert _conv2d_cpu._windows_pay("conv_transpose2d", 64, None)
-    assert not _conv2d_cpu._windows_pay("conv2d", 64, None)
-    with ns.ops.use_impl("fast"):
-        fast = conv2d(ns.Tensor(x), ns.Tensor(w), padding=1).data
-    with ns.ops.use_impl("ref"):
-        ref = conv2d(ns.Tensor(x), ns.Tensor(w), padding=1).data
-    np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)

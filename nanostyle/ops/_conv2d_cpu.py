@@ -8,8 +8,8 @@ must be written and read:
   y[:, r] = sum over taps t of w_t [O, C] @ x_flat[:, r + offset(t)]
 `_Grid` serves the "same" convolutions (stride 1, odd square kernel, padding (k-1)/2),
 `_PhaseGrid` the strided ones (each tap reads one of the s*s phases of the input). Where the
-windows do not apply or do not pay (small images with many channels, WINDOW_MIN_PIXELS), a
-pass runs the reference's im2col (conv2d.py). Same results as the reference to rounding.
+windows do not apply, a pass runs the reference's im2col (conv2d.py). Same results as the
+reference to rounding.
 """
 import numpy as np
 
@@ -17,54 +17,33 @@ from .. import blas
 from . import _impl
 from .conv2d import _conv_output_size, _conv2d_ref, _conv_transpose2d_ref, _conv2d_weight_grad_ref
 
-# Output pixels per image from which the windows beat im2col, per pass: k*k GEMMs with K = C
-# lose to one with K = 9C on small images with many channels, while col2im (the input
-# gradient) costs more than the windows down to 8 px (benchmarks/RESULTS.md, "CPU fast paths:
-# what each pays (issue 25)").
-WINDOW_MIN_PIXELS = {"conv2d": 1024, "conv2d_weight_grad": 1024, "conv_transpose2d": 64}
+# ---- the three passes: windows where they apply, else the reference ---------------------------
 
-
-# ---- the three passes: windows where they apply and pay, else the reference --------------------
-
-def conv2d(x, w, stride, padding, min_pixels=None):
-    """conv2d's forward pass. min_pixels: WINDOW_MIN_PIXELS unless given (tests run the windows
-    on tiny images)."""
-    O, _, k, _ = w.shape
-    Ho = _conv_output_size(x.shape[2], k, stride[0], padding[0])
-    Wo = _conv_output_size(x.shape[3], k, stride[1], padding[1])
-    if _windows_pay("conv2d", Ho * Wo, min_pixels):
-        if _same_size_applies(x, w.shape, stride, padding):
-            return _conv2d_windows(x, w)
-        if _strided_applies(x, w.shape, stride, padding):
-            return _conv2d_phases(x, w, stride[0], padding[0])
+def conv2d(x, w, stride, padding):
+    """conv2d's forward pass."""
+    if _same_size_applies(x, w.shape, stride, padding):
+        return _conv2d_windows(x, w)
+    if _strided_applies(x, w.shape, stride, padding):
+        return _conv2d_phases(x, w, stride[0], padding[0])
     return _conv2d_ref(x, w, stride, padding)
 
 
-def conv_transpose2d(g, w, x_shape, stride, padding, min_pixels=None):
+def conv_transpose2d(g, w, x_shape, stride, padding):
     """conv2d's input gradient (its adjoint in x)."""
-    if _windows_pay("conv_transpose2d", g.shape[2] * g.shape[3], min_pixels):
-        if _same_size_applies(g, w.shape, stride, padding):
-            return _conv2d_windows(g, w, adjoint=True)
-        if _strided_applies(g, w.shape, stride, padding):
-            return _conv_transpose2d_phases(g, w, x_shape, stride[0], padding[0])
+    if _same_size_applies(g, w.shape, stride, padding):
+        return _conv2d_windows(g, w, adjoint=True)
+    if _strided_applies(g, w.shape, stride, padding):
+        return _conv_transpose2d_phases(g, w, x_shape, stride[0], padding[0])
     return _conv_transpose2d_ref(g, w, x_shape, stride, padding)
 
 
-def conv2d_weight_grad(x, g, w_shape, stride, padding, min_pixels=None):
+def conv2d_weight_grad(x, g, w_shape, stride, padding):
     """conv2d's weight gradient (its adjoint in w)."""
-    k = w_shape[2]
-    if _windows_pay("conv2d_weight_grad", g.shape[2] * g.shape[3], min_pixels):
-        if _same_size_applies(x, w_shape, stride, padding):
-            return _conv2d_weight_grad_windows(x, g, k)
-        if _strided_applies(x, w_shape, stride, padding):
-            return _conv2d_weight_grad_phases(x, g, k, stride[0], padding[0])
+    if _same_size_applies(x, w_shape, stride, padding):
+        return _conv2d_weight_grad_windows(x, g, w_shape[2])
+    if _strided_applies(x, w_shape, stride, padding):
+        return _conv2d_weight_grad_phases(x, g, w_shape[2], stride[0], padding[0])
     return _conv2d_weight_grad_ref(x, g, w_shape, stride, padding)
-
-
-def _windows_pay(pass_, out_pixels, min_pixels):
-    if min_pixels is None:
-        min_pixels = WINDOW_MIN_PIXELS[pass_] if _impl.fast_path_on("conv2d.window_thresholds") else 0
-    return out_pixels >= min_pixels
 
 
 def _same_size_applies(x, w_shape, stride, padding):

@@ -23,8 +23,6 @@ FAST_PATHS = {
                       "shifted windows of a flat zero-margined batch (_Grid), no patch matrix",
     "conv2d.phase_grid": "_conv2d_cpu: strided convolutions as window GEMMs on the stride x stride "
                          "phases of the input (_PhaseGrid)",
-    "conv2d.window_thresholds": "_conv2d_cpu: im2col instead of the windows below "
-                                "WINDOW_MIN_PIXELS output pixels per image",
     "upfirdn2d.separable": "_upfirdn2d_cpu: rank-1 filters as a row pass and a column pass",
     "upfirdn2d.banded": "_upfirdn2d_cpu: the row and column passes of small images as GEMMs "
                         "with a banded matrix",
