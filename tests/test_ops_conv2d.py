@@ -140,6 +140,13 @@ def test_fast_passes_match_the_reference(channels, out_channels, k, padding, str
     for got, expected in pairs:
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-    windows = (stride == (1, 1) and k % 2 == 1 and padding[0] == (k - 1) // 2) or stride[0] >= 2
-    assert (fast._same_size_applies(x, w.shape, stride, padding) or fast._strided_applies(x, w.shape, stride, padding)) \
-        == (windows and blas.available(np.float64))
+    windows = stride == (1, 1) and k % 2 == 1 and padding[0] == (k - 1) // 2
+    assert fast._windows_apply(x, w.shape, stride, padding) == (windows and blas.available(np.float64))
+
+
+def test_window_grid_holds_each_pixel_once_and_zeros_elsewhere():
+    x = np.random.default_rng(4).standard_normal((5, 3, 6, 7))
+    grid = _conv2d_cpu._Grid(5, 6, 7, 3)
+    packed = grid.pack(x)
+    assert packed.shape == (3, grid.size) and np.count_nonzero(packed) == x.size
+    assert np.array_equal(grid.unpack(grid.computed(packed)), x)

@@ -21,8 +21,6 @@ IMPLS = ("ref", "fast")
 FAST_PATHS = {
     "conv2d.windows": "_conv2d_cpu: stride-1 'same' convolutions as one GEMM per kernel tap on "
                       "shifted windows of a flat zero-margined batch (_Grid), no patch matrix",
-    "conv2d.phase_grid": "_conv2d_cpu: strided convolutions as window GEMMs on the stride x stride "
-                         "phases of the input (_PhaseGrid)",
     "upfirdn2d.separable": "_upfirdn2d_cpu: rank-1 filters as a row pass and a column pass",
     "upfirdn2d.banded": "_upfirdn2d_cpu: the row and column passes of small images as GEMMs "
                         "with a banded matrix",
