@@ -24,7 +24,6 @@ FAST_PATHS = {
     "upfirdn2d.separable": "_upfirdn2d_cpu: rank-1 filters as a row pass and a column pass",
     "upfirdn2d.banded": "_upfirdn2d_cpu: the row and column passes of small images as GEMMs "
                         "with a banded matrix",
-    "bias_act.lrelu": "_bias_act_cpu: lrelu as max(gain z, alpha gain z), in cache-sized blocks",
 }
 
 

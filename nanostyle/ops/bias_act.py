@@ -13,9 +13,8 @@ derivative vanishes almost everywhere). That gives exact second-order gradients 
 order is not supported for the curved activations (act'' is taken as a constant there).
 
 Forward saves the pre-activation x + b (what every derivative needs). Each of the three passes
-(forward, gradient, second derivative) has a reference here in plain NumPy, a CUDA kernel in
-kernels/bias_act.cu, and for lrelu a fast CPU path in _bias_act_cpu.py (IMPLEMENTATIONS at the
-bottom; ops/_impl.py picks one per call).
+(forward, gradient, second derivative) has a reference here in plain NumPy and a CUDA kernel in
+kernels/bias_act.cu (IMPLEMENTATIONS at the bottom; ops/_impl.py picks one per call).
 """
 import collections
 import math
@@ -276,14 +275,12 @@ def _bias_act_grad2_cuda(z, act, alpha, gain, clamp):
                 (out, z, np.int64(z.size), np.int32(ACTIVATION_CODES[act]), S(alpha), S(gain), S(_clamp_arg(clamp))))
     return out
 
-# ---- which implementation runs ---------------------------------------------------------------
-
-from . import _bias_act_cpu  # noqa: E402  (after the reference, which its fallbacks call)
+# ---- which implementation runs (no fast CPU path of its own) -----------------------------------
 
 Passes = collections.namedtuple("Passes", "forward grad grad2")
 IMPLEMENTATIONS = {
     "ref": Passes(_bias_act_ref, _bias_act_grad_ref, _bias_act_grad2_ref),
-    "fast": Passes(_bias_act_cpu.bias_act, _bias_act_cpu.bias_act_grad, _bias_act_grad2_ref),
+    "fast": Passes(_bias_act_ref, _bias_act_grad_ref, _bias_act_grad2_ref),
     "cuda": Passes(_bias_act_forward_cuda, _bias_act_grad_cuda, _bias_act_grad2_cuda),
 }
 
