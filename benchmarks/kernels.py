@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
+import nanostyle as ns  # noqa: E402
 import numpy as np  # noqa: E402
 from nanostyle import backend  # noqa: E402
 from nanostyle.augment import _reflect  # noqa: E402  (the augmentation's own border reflection)

@@ -3,18 +3,7 @@
 Public face: `ns.Tensor`, `ns.grad`, `ns.no_grad`, the differentiable ops in `ns.ops`, the
 gradient checks in `ns.gradcheck`, and the networks and training loop built on them.
 """
-import os as _os
-import sys as _sys
-
-# OpenBLAS's idle threads spin for a while after every GEMM, and the spinning thread takes the
-# core from NumPy's own loops and from nanostyle's thread pool (parallel.py); a short spin made
-# the bench64 CPU step 10-20% faster (benchmarks/RESULTS.md). OpenBLAS reads this when it loads,
-# so it takes effect when nanostyle is imported before NumPy (as the examples and benchmarks do);
-# a value already in the environment wins.
-if "numpy" not in _sys.modules:
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-from . import backend  # noqa: E402
+from . import backend
 from .autograd import Tensor, Function, grad, no_grad, enable_grad, set_grad_enabled, concat, stack, where, tensor
 from . import gradcheck
 from . import ops
