@@ -2,13 +2,11 @@
 
     python benchmarks/fast_paths.py [--rounds 3] [--iters 3] [--paths a,b] [--json FILE]
 
-For every fast path (nanostyle.ops._impl.FAST_PATHS, and OpenBLAS's short thread spin that
-nanostyle/__init__.py asks for), runs `benchmarks/train_step.py --config bench64` and
-`--config cpu64` with the path on and off, each measurement in a subprocess of its own, on and
-off alternating (on first in even rounds, off first in odd ones) so that drift in the machine's
-speed falls on both alike. A path is switched off by a documented setting only:
-NANOSTYLE_FAST_OFF=<path> for the library's paths, OPENBLAS_THREAD_TIMEOUT=28 (OpenBLAS's own
-default, which a value in the environment makes nanostyle keep) for the spin.
+For every fast path (nanostyle.ops._impl.FAST_PATHS), runs `benchmarks/train_step.py` with
+`--config bench64` and `--config cpu64`, the path on and off, each measurement in a subprocess
+of its own, on and off alternating (on first in even rounds, off first in odd ones) so that
+drift in the machine's speed falls on both alike. A path is switched off by its documented setting,
+NANOSTYLE_FAST_OFF=<path>.
 
 Prints per path the medians and ranges over the rounds of bench64's lazy_iter_s on/off and the
 cpu networks' img/s on/off, the time the path saves as a share of the step without it, and the
@@ -37,9 +35,8 @@ CONFIGS = ("bench64", "cpu64")
 
 # path -> the environment that switches it off
 PATHS = {name: {"NANOSTYLE_FAST_OFF": name} for name in FAST_PATHS}
-PATHS["openblas.thread_timeout"] = {"OPENBLAS_THREAD_TIMEOUT": "28"}
 
-_SETTINGS = ("NANOSTYLE_FAST_OFF", "OPENBLAS_THREAD_TIMEOUT", "NANOSTYLE_IMPL")
+_SETTINGS = ("NANOSTYLE_FAST_OFF", "NANOSTYLE_IMPL")
 
 
 def environment(path, on):

@@ -8,7 +8,8 @@ must run what the caller chose.
 
 The fast CPU paths are named in FAST_PATHS; NANOSTYLE_FAST_OFF=name,name switches single ones
 off (what they speed up then runs the reference's way), so that benchmarks/fast_paths.py can
-time each one against the step without it.
+time each one against the step without it. Each is kept because it saves at least 5 % of the
+training step (benchmarks/RESULTS.md, "CPU fast paths: what each pays (issue 25)").
 """
 import contextlib
 import os
