@@ -1,7 +1,5 @@
 """bias_act: forward against definitions, gradients of first and second order for every
 activation, gain/alpha/clamp variants, errors."""
-import math
-
 import numpy as np
 import pytest
 

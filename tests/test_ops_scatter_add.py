@@ -3,7 +3,6 @@ repeated indices, and gradients of first and second order of a gather through it
 import numpy as np
 import pytest
 
-import nanostyle as ns
 from nanostyle.ops.scatter_add import scatter_add
 from helpers import check_both_orders, randn
 
