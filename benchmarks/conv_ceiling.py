@@ -36,27 +36,27 @@ conv = importlib.import_module("nanostyle.ops.conv2d")
 STEPS = ("G_main_s", "D_main_s", "D_r1_s")
 
 
-PASSES = (("_conv2d_forward", "forward"), ("_conv_transpose2d_forward", "input"),
-          ("_conv2d_weight_grad_forward", "weight"))
+PASSES = (("conv2d", "forward"), ("conv_transpose2d", "input"), ("conv2d_weight_grad", "weight"))
 
 
 class PassTimer:
-    """Within `with PassTimer() as timer:`, conv2d's three pass functions are wrapped; while
-    `timer.on`, each call's seconds and FLOPs add up under (pass, batch, C, O, k*k, stride, Ho, Wo)."""
+    """Within `with PassTimer() as timer:`, the three passes of every implementation in conv2d's
+    table (conv2d.IMPLEMENTATIONS) are wrapped; while `timer.on`, each call's seconds and FLOPs
+    add up under (pass, batch, C, O, k*k, stride, Ho, Wo)."""
 
     def __init__(self):
         self.on, self.lock = False, threading.Lock()
         self.seconds, self.flops = collections.Counter(), collections.Counter()
-        self.originals = {name: getattr(conv, name) for name, _ in PASSES}
+        self.originals = dict(conv.IMPLEMENTATIONS)
 
     def __enter__(self):
-        for name, kind in PASSES:
-            setattr(conv, name, self._wrap(self.originals[name], kind))
+        for impl, passes in self.originals.items():
+            conv.IMPLEMENTATIONS[impl] = passes._replace(
+                **{name: self._wrap(getattr(passes, name), kind) for name, kind in PASSES})
         return self
 
     def __exit__(self, *exc):
-        for name, fn in self.originals.items():
-            setattr(conv, name, fn)
+        conv.IMPLEMENTATIONS.update(self.originals)
 
     def _wrap(self, fn, kind):
         def timed(a, b, *rest):                         # forward (x, w, ...), input (g, w, ...), weight (x, g, ...)

@@ -1,9 +1,13 @@
-"""Profile every op, forward and backward, on every backend present.
+"""Profile every op family, forward and backward, on every backend and implementation present.
 
     python benchmarks/kernels.py                 # readable table
-    python benchmarks/kernels.py --json out.json # rows {op, pass, backend, shape, median_ms, gflops|gbps, pct_of_peak}
+    python benchmarks/kernels.py --json out.json # rows {op, pass, backend, impl, shape, median_ms, gflops|gbps, pct_of_peak}
     python benchmarks/kernels.py --quick         # small shapes (tests)
+    python benchmarks/kernels.py --impl fast     # the CPU's fast paths only (default: fast and ref)
 
+Rows are named after the op families of nanostyle/ops (the file that holds the op, its CPU
+paths and its kernel launcher). On NumPy each op runs twice, on the fast CPU path (`impl` fast)
+and on the plain reference (ref; ns.ops.use_impl), on CuPy on the CUDA kernels (cuda).
 For each op: the median time (GPU: cupyx.profiler.benchmark, warm-up excluded; CPU:
 perf_counter over repeats after a warm-up), achieved GFLOP/s (linear, conv2d, modulated_conv2d:
 2 FLOPs per multiply-add) or GB/s (the rest: bytes read + written, each tensor once), and that
@@ -19,10 +23,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
+import nanostyle as ns  # noqa: E402
 import numpy as np  # noqa: E402
 from nanostyle import backend  # noqa: E402
 from nanostyle.augment import _reflect  # noqa: E402  (the augmentation's own border reflection)
+from nanostyle.autograd import ScatterAdd  # noqa: E402
 from nanostyle.ops.adam import adam_step  # noqa: E402
 
 
@@ -84,21 +89,23 @@ def cases(quick, dtype):
     out.append(("minibatch_std", f"[{N},{C},4,4] group 4", lambda: (r(N, C, 4, 4),),
                 lambda x: ns.ops.minibatch_std(x), None, 2 * N * C * 16 * item))
     out.append(("softplus", f"[{N * 4096}]", lambda: (r(N * 4096),), ns.ops.softplus, None, 2 * N * 4096 * item))
-    # the augmentation's translation: a gather whose indices repeat (reflected borders); its
-    # backward is autograd's ScatterAdd (kernels/scatter.cu on the GPU)
+    # the augmentation's translation backwards: the gradient of a gather whose indices repeat
+    # (reflected borders) sums them up; scatter_add's own gradient is the gather
     R = 16 if quick else 64
     shift = rng.integers(-R // 8, R // 8 + 1, (N, 2))
     index = (np.arange(N)[:, None, None], slice(None), _reflect(np.arange(R)[None, :] - shift[:, 1:], R)[:, :, None],
              _reflect(np.arange(R)[None, :] - shift[:, :1], R)[:, None, :])
 
-    def translate(x):
-        xp = backend.get_array_module(x.data)
-        return x[tuple(i if isinstance(i, slice) else xp.asarray(i) for i in index)]
-    out.append(("gather", f"[{N},1,{R},{R}] translate", lambda: (r(N, 1, R, R),), translate, None, 2 * N * R * R * item))
+    def scatter_add(g):
+        xp = backend.get_array_module(g.data)
+        return ScatterAdd.apply(g, index=tuple(i if isinstance(i, slice) else xp.asarray(i) for i in index),
+                                shape=(N, 1, R, R))
+    out.append(("scatter_add", f"[{N},1,{R},{R}] translate", lambda: (r(N, R, R, 1),), scatter_add, None,
+                2 * N * R * R * item))
     return out
 
 
-def run(quick=False, backends=None, dtype=np.float32):
+def run(quick=False, backends=None, dtype=np.float32, impls=("fast", "ref")):
     rows = []
     available = ["numpy"] + (["cupy"] if backend.gpu_available() else [])
     for name in backends or available:
@@ -107,51 +114,60 @@ def run(quick=False, backends=None, dtype=np.float32):
             continue
         xp = np if name == "numpy" else backend.xp_for_device("cuda")
         peak_gflops, peak_gbps = ceilings(xp, name, quick)
-        rows.append(dict(op="ceiling_matmul", **{"pass": "forward"}, backend=name, shape="square fp32",
+        rows.append(dict(op="ceiling_matmul", **{"pass": "forward"}, backend=name, impl="", shape="square fp32",
                          median_ms=None, gflops=peak_gflops, pct_of_peak=100.0))
-        rows.append(dict(op="ceiling_copy", **{"pass": "forward"}, backend=name, shape="copy",
+        rows.append(dict(op="ceiling_copy", **{"pass": "forward"}, backend=name, impl="", shape="copy",
                          median_ms=None, gbps=peak_gbps, pct_of_peak=100.0))
-        repeats = 3 if quick else 10
-        for op, shape, make, fn, flops, nbytes in cases(quick, dtype):
-            arrays = [xp.asarray(a) for a in make()]
-            tensors = [ns.Tensor(a, requires_grad=True) for a in arrays]
-            with ns.no_grad():
-                forward_ms = timer(name, lambda: fn(*[ns.Tensor(a) for a in arrays]), repeats)
-            out = fn(*tensors)
-            gy = ns.Tensor(xp.asarray(np.random.default_rng(1).standard_normal(out.shape).astype(dtype)))
-            backward_ms = timer(name, lambda: ns.grad(fn(*tensors), tensors, gy), repeats) - forward_ms
-            backward_ms = max(backward_ms, 1e-6)
-            for pass_name, ms, scale in (("forward", forward_ms, 1), ("backward", backward_ms, 2)):
-                row = dict(op=op, **{"pass": pass_name}, backend=name, shape=shape, median_ms=ms)
-                if flops is not None:
-                    row["gflops"] = scale * flops / (ms / 1e3) / 1e9
-                    row["pct_of_peak"] = 100 * row["gflops"] / peak_gflops
-                else:
-                    row["gbps"] = scale * nbytes / (ms / 1e3) / 1e9
-                    row["pct_of_peak"] = 100 * row["gbps"] / peak_gbps
-                rows.append(row)
-        # the optimiser step: p, g, m, v read, p, m, v written
-        n = (1 << 16) if quick else (1 << 22)
-        p, g, m, v = (xp.asarray(np.random.default_rng(i).standard_normal(n).astype(dtype)) for i in range(4))
-        v = abs(v)
-        step = [0]
+        for impl in (impls if name == "numpy" else ("cuda",)):
+            with ns.ops.use_impl(impl if impl != "cuda" else "fast"):
+                rows += _time_ops(xp, name, impl, quick, dtype, peak_gflops, peak_gbps)
+    return rows
 
-        def adam():
-            step[0] += 1
-            adam_step(p, g, m, v, lr=1e-3, beta1=0.0, beta2=0.99, eps=1e-8, step=step[0])
-        ms = timer(name, adam, repeats)
-        gbps = 7 * n * np.dtype(dtype).itemsize / (ms / 1e3) / 1e9
-        rows.append(dict(op="adam_step", **{"pass": "forward"}, backend=name, shape=f"[{n}]", median_ms=ms,
-                         gbps=gbps, pct_of_peak=100 * gbps / peak_gbps))
+
+def _time_ops(xp, name, impl, quick, dtype, peak_gflops, peak_gbps):
+    rows = []
+    repeats = 3 if quick else 10
+    for op, shape, make, fn, flops, nbytes in cases(quick, dtype):
+        arrays = [xp.asarray(a) for a in make()]
+        tensors = [ns.Tensor(a, requires_grad=True) for a in arrays]
+        with ns.no_grad():
+            forward_ms = timer(name, lambda: fn(*[ns.Tensor(a) for a in arrays]), repeats)
+        out = fn(*tensors)
+        gy = ns.Tensor(xp.asarray(np.random.default_rng(1).standard_normal(out.shape).astype(dtype)))
+        backward_ms = timer(name, lambda: ns.grad(fn(*tensors), tensors, gy), repeats) - forward_ms
+        backward_ms = max(backward_ms, 1e-6)
+        for pass_name, ms, scale in (("forward", forward_ms, 1), ("backward", backward_ms, 2)):
+            row = dict(op=op, **{"pass": pass_name}, backend=name, impl=impl, shape=shape, median_ms=ms)
+            if flops is not None:
+                row["gflops"] = scale * flops / (ms / 1e3) / 1e9
+                row["pct_of_peak"] = 100 * row["gflops"] / peak_gflops
+            else:
+                row["gbps"] = scale * nbytes / (ms / 1e3) / 1e9
+                row["pct_of_peak"] = 100 * row["gbps"] / peak_gbps
+            rows.append(row)
+    # the optimiser step (no backward): p, g, m, v read, p, m, v written
+    n = (1 << 16) if quick else (1 << 22)
+    p, g, m, v = (xp.asarray(np.random.default_rng(i).standard_normal(n).astype(dtype)) for i in range(4))
+    v = abs(v)
+    step = [0]
+
+    def adam():
+        step[0] += 1
+        adam_step(p, g, m, v, lr=1e-3, beta1=0.0, beta2=0.99, eps=1e-8, step=step[0])
+    ms = timer(name, adam, repeats)
+    gbps = 7 * n * np.dtype(dtype).itemsize / (ms / 1e3) / 1e9
+    rows.append(dict(op="adam_step", **{"pass": "step"}, backend=name, impl=impl, shape=f"[{n}]", median_ms=ms,
+                     gbps=gbps, pct_of_peak=100 * gbps / peak_gbps))
     return rows
 
 
 def format_table(rows):
-    lines = [f"{'op':18} {'pass':8} {'backend':7} {'shape':32} {'median ms':>10} {'rate':>14} {'% peak':>7}"]
+    lines = [f"{'op':18} {'pass':8} {'backend':7} {'impl':4} {'shape':32} {'median ms':>10} {'rate':>14} {'% peak':>7}"]
     for r in rows:
         rate = f"{r['gflops']:.1f} GFLOP/s" if "gflops" in r else f"{r['gbps']:.1f} GB/s"
         ms = "" if r["median_ms"] is None else f"{r['median_ms']:.3f}"
-        lines.append(f"{r['op']:18} {r['pass']:8} {r['backend']:7} {r['shape']:32} {ms:>10} {rate:>14} {r['pct_of_peak']:7.1f}")
+        lines.append(f"{r['op']:18} {r['pass']:8} {r['backend']:7} {r['impl']:4} {r['shape']:32} {ms:>10} {rate:>14} "
+                     f"{r['pct_of_peak']:7.1f}")
     return "\n".join(lines)
 
 
@@ -160,8 +176,10 @@ def main(argv=None):
     p.add_argument("--json", help="write the rows as JSON to this file")
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     p.add_argument("--backend", action="append", choices=["numpy", "cupy"], help="restrict to a backend")
+    p.add_argument("--impl", action="append", choices=["fast", "ref"],
+                   help="the CPU implementations to time (default: both)")
     args = p.parse_args(argv)
-    rows = run(quick=args.quick, backends=args.backend)
+    rows = run(quick=args.quick, backends=args.backend, impls=tuple(args.impl or ("fast", "ref")))
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as handle:

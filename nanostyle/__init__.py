@@ -15,17 +15,11 @@ Importing needs neither a GPU nor CuPy.
 import os as _os
 import sys as _sys
 
-# OpenBLAS's idle threads spin for a while after every GEMM, and the spinning thread takes the
-# core from NumPy's own loops and from nanostyle's thread pool (parallel.py); a short spin made
-# the bench64 CPU step 10-20% faster (benchmarks/RESULTS.md). OpenBLAS reads this when it loads,
-# so it takes effect when nanostyle is imported before NumPy (as the examples and benchmarks do);
-# a value already in the environment wins.
-if "numpy" not in _sys.modules:
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
 # Processes that mpiexec started on one machine share its cores: each takes its share for OpenBLAS
-# and for nanostyle's threads (as torchrun sets OMP_NUM_THREADS=1), unless these are set already;
-# two processes with a thread per core each would fight over the cores (distributed.py).
+# and for the parts of a batch computed on threads (as torchrun sets OMP_NUM_THREADS=1), unless
+# these are set already; two processes with a thread per core each would fight over the cores
+# (distributed.py). OpenBLAS reads its setting when NumPy loads it (where NumPy came first, the
+# setting is too late for it, and the parts of a batch still follow).
 _local_ranks = _os.environ.get("MPI_LOCALNRANKS") or _os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or "1"
 if _local_ranks.isdigit() and int(_local_ranks) > 1:
     _cores = len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else _os.cpu_count() or 1

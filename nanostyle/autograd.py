@@ -19,7 +19,6 @@ import weakref
 import numpy as np
 
 from . import backend
-from .parallel import binary
 
 # Whether operations record a graph, per thread: the training loop runs halves of a batch on two
 # threads at once (parallel.split_batch), and one half's no_grad() must not switch off the
@@ -317,12 +316,14 @@ def _run_backward(outputs, grad_outputs, targets, create_graph):
         return t._ctx is None if target_ids is None else id(t) in target_ids
 
     order = _topological_order(outputs)
-    # A Function is "needed" when some target lies upstream of it.
-    needed = {}
+    # An input needs a gradient when it is a target or some target lies upstream of it; a
+    # Function is "needed" when any of its inputs does.
+    needs, needed = {}, {}
     for fn in order:
-        needed[id(fn)] = any(
+        needs[id(fn)] = tuple(
             is_target(inp) or (inp is not None and inp._ctx is not None and needed.get(id(inp._ctx), False))
             for inp in fn.inputs)
+        needed[id(fn)] = any(needs[id(fn)])
 
     grads = {}
     keep_alive = []  # tensors whose id() keys `grads` must not be reused mid-pass
@@ -352,9 +353,7 @@ def _run_backward(outputs, grad_outputs, targets, create_graph):
                 xp = backend.get_array_module(next(g for g in gouts if g is not None).data)
                 gouts = [g if g is not None else Tensor(xp.zeros(shape, dtype=dtype))
                          for g, (shape, dtype) in zip(gouts, fn._output_meta)]
-            fn.needs_input_grad = tuple(
-                is_target(inp) or (inp is not None and inp._ctx is not None and needed.get(id(inp._ctx), False))
-                for inp in fn.inputs)
+            fn.needs_input_grad = needs[id(fn)]
             gins = fn.backward(*gouts)
             if not isinstance(gins, tuple):
                 gins = (gins,)
@@ -440,11 +439,13 @@ def _unbroadcast(g, shape):
 
 class Add(Function):
     def forward(self, a, b):
-        return binary(np.add, a, b)
+        return a + b
 
     def backward(self, g):
         a, b = self.inputs
-        return _unbroadcast(g, a.shape), _unbroadcast(g, b.shape)
+        ga = _unbroadcast(g, a.shape) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(g, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
 
 
 class Sub(Function):
@@ -453,12 +454,14 @@ class Sub(Function):
 
     def backward(self, g):
         a, b = self.inputs
-        return _unbroadcast(g, a.shape), _unbroadcast(-g, b.shape)
+        ga = _unbroadcast(g, a.shape) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(-g, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
 
 
 class Mul(Function):
     def forward(self, a, b):
-        return binary(np.multiply, a, b)
+        return a * b
 
     def backward(self, g):
         a, b = self.inputs
@@ -606,51 +609,15 @@ class GetItem(Function):
 
 
 class ScatterAdd(Function):
-    """zeros(shape)[index] += g: the transpose of indexing (its own gradient is indexing)."""
+    """zeros(shape)[index] += g: the transpose of indexing (its own gradient is indexing);
+    ops/scatter_add.py holds the reference and the CUDA kernel's launcher."""
 
     def forward(self, g, index, shape):
         self.index = index
-        if not _has_fancy(index):
-            out = backend.get_array_module(g).zeros(shape, dtype=g.dtype)
-            out[index] += g
-            return out
-        if backend.is_cuda_array(g):   # repeated indices must add up, in a fixed order (no atomics)
-            return _scatter_add_cuda(g, index, shape)
-        out = np.zeros(shape, dtype=g.dtype)
-        np.add.at(out, index, g)       # repeated indices must add up
-        return out
+        return scatter_add(g, index, shape)
 
     def backward(self, gg):
         return gg[self.index]
-
-
-def _scatter_add_cuda(g, index, shape):
-    """zeros(shape)[index] += g on the GPU, the same bits on every run (kernels/scatter.cu).
-
-    CuPy's add.at adds with atomics, in the order the threads happen to arrive. Here each source
-    element's destination is found by the same indexing applied to the destinations' numbers,
-    the sources are sorted by (destination, source) - unique keys, so any sort gives the one
-    order - and the kernel sums each destination's run in that order."""
-    import cupy
-    from . import cuda
-    n_out, n_src = int(np.prod(shape)), g.size
-    dest = cupy.arange(n_out, dtype=np.int64).reshape(shape)[index].reshape(-1)
-    if dest.size != n_src:
-        raise ValueError(f"ScatterAdd: index selects {dest.size} elements but the gradient has {n_src}")
-    if n_out * n_src >= 2 ** 63:
-        raise ValueError(f"ScatterAdd: {n_src} sources into {n_out} destinations overflow the int64 sort key; "
-                         "index a smaller array")
-    order = cupy.argsort(dest * n_src + cupy.arange(n_src, dtype=np.int64))
-    starts = cupy.searchsorted(dest[order], cupy.arange(n_out + 1, dtype=np.int64))
-    out = cuda.empty(shape, g.dtype)
-    cuda.launch("scatter", "segment_sum", g.dtype, n_out,
-                (out, cuda.device_array(g), order, starts.astype(np.int64, copy=False), np.int64(n_out)))
-    return out
-
-
-def _has_fancy(index):
-    items = index if isinstance(index, tuple) else (index,)
-    return any(not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in items)
 
 
 class Concat(Function):
@@ -701,3 +668,7 @@ class Where(Function):
 def where(condition, a, b):
     like = a if isinstance(a, Tensor) else b
     return Where.apply(_as_tensor(a, like), _as_tensor(b, like), condition=condition)
+
+
+# ops/ builds on the Functions above, so it is imported once they exist
+from .ops.scatter_add import scatter_add  # noqa: E402

@@ -1,7 +1,7 @@
 """GEMM straight from the BLAS that NumPy itself links, for the CPU convolutions.
 
 NumPy's matmul copies any operand that is not contiguous and cannot add into an existing
-output. The shifted-window convolutions of ops/conv2d.py need both: their operands are windows
+output. The window convolutions of ops/_conv2d_cpu.py need both: their operands are windows
 of one flat buffer (2-D views whose row stride is longer than a row), and each kernel tap adds
 its product into the same output (beta = 1). `gemm` calls `?gemm` of the OpenBLAS that NumPy's
 wheels ship (numpy.libs/libscipy_openblas64_*.so, the same library and thread pool NumPy's
@@ -80,9 +80,9 @@ _set_local_threads = None              # OpenBLAS's openblas_set_num_threads_loc
 def set_local_threads(count):
     """Make BLAS calls use `count` threads; returns the previous count, to restore it after.
     OpenBLAS >= 0.3.27's openblas_set_num_threads_local, meant per thread, but in NumPy's wheels
-    it acts on every thread (measured: set on a pool thread it slowed the main thread's later
-    GEMMs), so set it around a piece of work and restore it. With any other BLAS this does
-    nothing and returns `count`."""
+    it acts on every thread (set on a pool thread it slows the main thread's later GEMMs;
+    benchmarks/RESULTS.md, "CPU fast paths: what each pays (issue 25)"), so set it around a
+    piece of work and restore it. With any other BLAS this does nothing and returns `count`."""
     global _set_local_threads
     if _set_local_threads is None:
         _set_local_threads = False
@@ -124,10 +124,10 @@ def _cpu_flags():
 
 def kernel_advice(core=None, flags=None, environ=None):
     """One line for the user when OPENBLAS_CORETYPE holds OpenBLAS to kernels without AVX-512 on
-    a CPU that has it (some machine images set OPENBLAS_CORETYPE=Haswell), else None. Measured on
-    a 2-core AMD EPYC with AVX-512: sgemm 245 -> 465 GFLOP/s, the training step 1.3x (the cpu
-    networks) to 1.45x (bench64) faster with the variable unset (benchmarks/RESULTS.md).
-    nanostyle leaves the setting as it is: whoever set it may have had a reason."""
+    a CPU that has it (some machine images set OPENBLAS_CORETYPE=Haswell), else None. GEMMs, and
+    so the training step, run markedly faster with the AVX-512 kernels (benchmarks/RESULTS.md,
+    "CPU fast paths: what each pays (issue 25)", which points to the figures). nanostyle leaves
+    the setting as it is: whoever set it may have had a reason."""
     environ = os.environ if environ is None else environ
     pinned = environ.get("OPENBLAS_CORETYPE")
     if not pinned:
@@ -137,8 +137,8 @@ def kernel_advice(core=None, flags=None, environ=None):
     if core is None or core.lower() in _AVX512_CORES or not {"avx512f", "avx512bw", "avx512vl"} <= flags:
         return None
     return (f"note: OpenBLAS runs its {core} kernels (no AVX-512) because OPENBLAS_CORETYPE={pinned} is set, but "
-            "this CPU has AVX-512; `unset OPENBLAS_CORETYPE` made the training step 1.3-1.45x faster on a "
-            "2-core AMD EPYC (benchmarks/RESULTS.md)")
+            "this CPU has AVX-512; `unset OPENBLAS_CORETYPE` lets it use them, which makes training faster "
+            "(benchmarks/RESULTS.md)")
 
 
 def available(dtype):

@@ -1,6 +1,7 @@
 """CUDA kernel infrastructure: compile nanostyle/kernels/<family>.cu once, cache it, launch it.
 
-- Each family's source is common.cuh + <family>.cu; every kernel is a template instantiated
+- A family is an op family: kernels/<family>.cu holds the kernels whose launchers sit in
+  ops/<family>.py. Its source is common.cuh + <family>.cu; every kernel is a template instantiated
   for float and double through `name_expressions` (CuPy's RawModule), compiled lazily on first
   use on a GPU and cached by CuPy on disk (CUPY_CACHE_DIR).
 - `compile_with_nvrtc(family, arch)` compiles the same source with NVRTC directly, with no GPU
@@ -19,17 +20,17 @@ import numpy as np
 
 KERNEL_DIR = os.path.join(os.path.dirname(__file__), "kernels")
 
-# family -> templated kernel names
+# op family (ops/<family>.py, kernels/<family>.cu) -> templated kernel names
 KERNELS = {
-    "bias_act": ["bias_act_forward", "bias_act_grad", "bias_act_grad2"],
-    "upfirdn2d": ["upfirdn2d_kernel"],
-    "im2col": ["im2col_kernel", "col2im_kernel"],
-    "modulation": ["modulate_forward", "modulate_backward_styles", "weight_square_sum",
-                   "demodulation_coefficients"],
-    "noise": ["noise_forward", "noise_strength_grad"],
-    "softplus": ["softplus_forward", "sigmoid_forward"],
     "adam": ["adam_step"],
-    "scatter": ["segment_sum"],
+    "bias_act": ["bias_act_forward", "bias_act_grad", "bias_act_grad2"],
+    "conv2d": ["im2col_kernel", "col2im_kernel"],
+    "modulated_conv2d": ["modulate_forward", "modulate_backward_styles", "weight_square_sum",
+                         "demodulation_coefficients"],
+    "noise": ["noise_forward", "noise_strength_grad"],
+    "scatter_add": ["segment_sum"],
+    "softplus": ["softplus_forward", "sigmoid_forward"],
+    "upfirdn2d": ["upfirdn2d_kernel"],
 }
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 BLOCK = 256

@@ -1,8 +1,9 @@
-"""GPU parity: every op on CuPy (hand-written kernels) against the NumPy path, forward, backward
-and double backward. Relative error ||gpu - cpu|| / ||cpu|| below 1e-10 in float64 and 1e-5 in
-float32. Kernel outputs are allocated filled with NaN, so an unwritten element fails. Odd sizes
-(not multiples of the block size), 1x1 images and batch 1 included. Run with `pytest -m gpu`;
-skipped, with the reason, where no GPU answers."""
+"""GPU parity: every op on CuPy (hand-written kernels) against the reference, which the CPU runs
+under ns.ops.use_impl("ref"): forward, backward and double backward. Relative error
+||gpu - cpu|| / ||cpu|| below 1e-10 in float64 and 1e-5 in float32. Kernel outputs are allocated
+filled with NaN, so an unwritten element fails. Odd sizes (not multiples of the block size), 1x1
+images and batch 1 included. Run with `pytest -m gpu`; skipped, with the reason, where no GPU
+answers."""
 import numpy as np
 import pytest
 
@@ -48,7 +49,8 @@ def assert_parity(fn, arrays):
     std): there the bound is 3x the CPU's own float32 error against float64, so the GPU must be
     about as accurate as the CPU, and a wrong kernel (an error near 1) still fails."""
     import cupy
-    cpu = _run(fn, arrays, lambda a: a)
+    with ns.ops.use_impl("ref"):
+        cpu = _run(fn, arrays, lambda a: a)
     gpu = _run(fn, arrays, cupy.asarray)
     tolerance = TOLERANCE[arrays[0].dtype.type]
     exact = None
@@ -56,7 +58,8 @@ def assert_parity(fn, arrays):
         error = _relative_error(g.data, c.data)
         bound = tolerance
         if error >= tolerance and arrays[0].dtype == np.float32 and i > 0:   # derivatives only
-            exact = exact or _run(fn, [a.astype(np.float64) for a in arrays], lambda a: a)
+            with ns.ops.use_impl("ref"):
+                exact = exact or _run(fn, [a.astype(np.float64) for a in arrays], lambda a: a)
             bound = max(tolerance, 3 * _relative_error(c.data, exact[i].data))
         assert error < bound, f"result {i}: relative error {error:.3g} (tolerance {bound:.3g})"
 
@@ -120,7 +123,7 @@ def test_modulated_conv2d(dtype, k, up, down, demodulate):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gather_with_repeated_indices(dtype):
     # the augmentation's translation: per-sample reflected rows and columns, so indices repeat and
-    # the backward (autograd's ScatterAdd, kernels/scatter.cu on the GPU) must add them up
+    # the backward (autograd's ScatterAdd, kernels/scatter_add.cu on the GPU) must add them up
     rng = np.random.default_rng(6)
     N, C, H, W = 3, 2, 5, 6
     rows, cols = rng.integers(0, H, (N, H)), rng.integers(0, W, (N, W))
@@ -166,7 +169,8 @@ def test_adam_step(dtype):
     cpu = [a.copy() for a in arrays]
     gpu = [cupy.asarray(a) for a in arrays]
     for step in (1, 2, 3):
-        adam_step(*cpu, lr=0.01, beta1=0.5, beta2=0.99, eps=1e-8, step=step)
+        with ns.ops.use_impl("ref"):
+            adam_step(*cpu, lr=0.01, beta1=0.5, beta2=0.99, eps=1e-8, step=step)
         adam_step(*gpu, lr=0.01, beta1=0.5, beta2=0.99, eps=1e-8, step=step)
     for g, c in zip(gpu, cpu):
         assert _relative_error(g, c) < TOLERANCE[np.dtype(dtype).type]

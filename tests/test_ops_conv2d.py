@@ -1,13 +1,13 @@
-"""conv2d, conv_transpose2d, conv2d_resample: forward against direct loops, gradients of first
-and second order, argument errors."""
-import importlib
-
+"""conv2d, conv_transpose2d, conv2d_resample: the reference against direct loops, the fast CPU
+passes against the reference, gradients of first and second order, argument errors."""
 import numpy as np
 import pytest
 
 import nanostyle as ns
 from nanostyle import blas
 from nanostyle.ops import conv2d, conv_transpose2d, conv2d_resample, setup_filter
+from nanostyle.ops import _conv2d_cpu
+from nanostyle.ops.conv2d import IMPLEMENTATIONS
 from helpers import check_both_orders, randn
 from test_ops_upfirdn2d import reference_upfirdn2d
 
@@ -31,29 +31,22 @@ def reference_conv2d(x, w, padding, stride):
     return out
 
 
-@pytest.fixture(params=["shifted", "im2col"])
-def conv_path(request, monkeypatch):
-    """Run a test through the shifted-window GEMMs (stride 1 'same' and phase-split strided,
-    where they apply and a direct BLAS is found) and again with im2col forced everywhere."""
-    module = importlib.import_module("nanostyle.ops.conv2d")
-    if request.param == "im2col":
-        monkeypatch.setattr(module, "_shifted_ok", lambda *args: False)
-        monkeypatch.setattr(module, "_strided_ok", lambda *args: False)
-    elif not blas.available(np.float64):
-        pytest.skip("no direct BLAS found (blas.available() is False): only the im2col path runs")
-    else:                                             # the windows even for the tests' tiny images
-        monkeypatch.setattr(module, "WINDOW_MIN_PIXELS", dict.fromkeys(module.WINDOW_MIN_PIXELS, 0))
-        # and their GEMMs in several column blocks, the last one short (the images' 96-200
-        # output positions would otherwise fit in one)
-        monkeypatch.setattr(module, "WINDOW_COLUMNS", 7)
-    return request.param
+@pytest.fixture(params=["ref", "fast"])
+def impl(request):
+    """Run a test on the reference (im2col) and on the fast CPU passes (window GEMMs where they
+    apply, the reference elsewhere)."""
+    with ns.ops.use_impl(request.param):
+        yield request.param
 
 
-@pytest.mark.parametrize("k, padding, stride, hw", [
+CASES = [   # (k, padding, stride, hw)
     (3, 1, 1, (5, 7)), (3, 0, 2, (6, 5)), (1, 0, 1, (4, 4)), (3, 1, 2, (5, 5)), (2, 1, 1, (1, 1)),
     (3, 0, 1, (6, 5)), (3, 2, 1, (4, 3)), (5, 2, 1, (6, 7)), (3, 1, 1, (1, 2)), (4, 1, 3, (10, 11)), (2, 0, 2, (5, 4)),
-])
-def test_conv2d_forward_and_gradients(k, padding, stride, hw, conv_path):
+]
+
+
+@pytest.mark.parametrize("k, padding, stride, hw", CASES)
+def test_conv2d_forward_and_gradients(k, padding, stride, hw, impl):
     rng = np.random.default_rng(k * 10 + padding + stride)
     x, w = randn(rng, 2, 3, *hw), randn(rng, 4, 3, k, k)
     y = conv2d(ns.Tensor(x), ns.Tensor(w), padding=padding, stride=stride).data
@@ -62,7 +55,7 @@ def test_conv2d_forward_and_gradients(k, padding, stride, hw, conv_path):
 
 
 @pytest.mark.parametrize("channels, out_channels", [(1, 4), (4, 1), (3, 5)])
-def test_1x1_conv2d_forward_and_gradients(channels, out_channels, conv_path):
+def test_1x1_conv2d_forward_and_gradients(channels, out_channels, impl):
     """1x1 convolutions, also with a single input channel (fromRGB) or output channel (toRGB)."""
     rng = np.random.default_rng(channels * 10 + out_channels)
     x, w = randn(rng, 3, channels, 5, 4), randn(rng, out_channels, channels, 1, 1)
@@ -71,7 +64,7 @@ def test_1x1_conv2d_forward_and_gradients(channels, out_channels, conv_path):
     check_both_orders(lambda x, w: conv2d(x, w), [x, w])
 
 
-def test_conv_transpose2d_is_the_adjoint_of_conv2d_and_differentiable(conv_path):
+def test_conv_transpose2d_is_the_adjoint_of_conv2d_and_differentiable(impl):
     rng = np.random.default_rng(7)
     x, w = randn(rng, 2, 3, 7, 7), randn(rng, 3, 4, 3, 3)  # torch layout [C_in, C_out, kh, kw]
     y = conv_transpose2d(ns.Tensor(x), ns.Tensor(w), stride=2, padding=1)
@@ -102,7 +95,7 @@ def reference_conv2d_resample(x, w, f, up, down, padding):
 
 
 @pytest.mark.parametrize("k, up, down", [(3, 2, 1), (1, 2, 1), (3, 1, 2), (1, 1, 2), (3, 1, 1)])
-def test_conv2d_resample_matches_slow_composition_and_gradients(k, up, down, conv_path):
+def test_conv2d_resample_matches_slow_composition_and_gradients(k, up, down, impl):
     rng = np.random.default_rng(100 + k * 10 + up + down)
     f = setup_filter([1, 3, 3, 1], dtype=np.float64)
     x, w = randn(rng, 2, 3, 6, 6), randn(rng, 4, 3, k, k)
@@ -129,3 +122,31 @@ def test_bad_arguments_name_the_op_and_shapes(x_shape, w_shape, dtype, match):
         conv2d(ns.Tensor(np.ones(x_shape, dtype)), ns.Tensor(np.ones(w_shape, np.float64)))
     assert "conv2d" in str(info.value)
 
+
+
+@pytest.mark.parametrize("channels, out_channels, k, padding, stride, hw",
+                         [(3, 4) + case for case in CASES] + [(1, 4, 1, 0, 1, (5, 4)), (4, 1, 1, 0, 1, (5, 4))])
+def test_fast_passes_match_the_reference(channels, out_channels, k, padding, stride, hw):
+    """Each of the three fast CPU passes against the reference's (the windows where they apply)."""
+    rng = np.random.default_rng(k * 100 + padding * 10 + stride)
+    x, w = randn(rng, 2, channels, *hw), randn(rng, out_channels, channels, k, k)
+    stride, padding = (stride, stride), (padding, padding)
+    ref, fast = IMPLEMENTATIONS["ref"], _conv2d_cpu
+    y = ref.conv2d(x, w, stride, padding)
+    g = randn(rng, *y.shape)
+    pairs = [(fast.conv2d(x, w, stride, padding), y),
+             (fast.conv_transpose2d(g, w, x.shape, stride, padding), ref.conv_transpose2d(g, w, x.shape, stride, padding)),
+             (fast.conv2d_weight_grad(x, g, w.shape, stride, padding), ref.conv2d_weight_grad(x, g, w.shape, stride, padding))]
+    for got, expected in pairs:
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    windows = stride == (1, 1) and k % 2 == 1 and padding[0] == (k - 1) // 2
+    assert fast._windows_apply(x, w.shape, stride, padding) == (windows and blas.available(np.float64))
+
+
+def test_window_grid_holds_each_pixel_once_and_zeros_elsewhere():
+    x = np.random.default_rng(4).standard_normal((5, 3, 6, 7))
+    grid = _conv2d_cpu._Grid(5, 6, 7, 3)
+    packed = grid.pack(x)
+    assert packed.shape == (3, grid.size) and np.count_nonzero(packed) == x.size
+    assert np.array_equal(grid.unpack(grid.computed(packed)), x)

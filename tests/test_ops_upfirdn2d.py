@@ -1,11 +1,12 @@
-"""upfirdn2d: forward against a direct definition, first/second-order gradients, errors."""
-import importlib
-
+"""upfirdn2d: the reference against a direct definition, the fast CPU path against the
+reference, first/second-order gradients, errors."""
 import numpy as np
 import pytest
 
 import nanostyle as ns
 from nanostyle.ops import setup_filter, upfirdn2d, upsample2d, downsample2d, filter2d
+from nanostyle.ops import _upfirdn2d_cpu
+from nanostyle.ops.upfirdn2d import IMPLEMENTATIONS
 from helpers import check_both_orders, randn
 
 
@@ -53,17 +54,16 @@ def _filter(spec, rng):
     return setup_filter(spec, dtype=np.float64)
 
 
-@pytest.fixture(params=["row-gemm", "direct"])
-def row_pass(request, monkeypatch):
-    """Run a test with the row pass as one banded GEMM (narrow images) and again as the direct
-    FIR used above ROW_GEMM_MAX_WIDTH."""
-    if request.param == "direct":
-        monkeypatch.setattr(importlib.import_module("nanostyle.ops.upfirdn2d"), "ROW_GEMM_MAX_WIDTH", 0)
-    return request.param
+@pytest.fixture(params=["ref", "fast"])
+def impl(request):
+    """Run a test on the reference and on the fast CPU path (the tests' small images take its
+    banded passes)."""
+    with ns.ops.use_impl(request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_forward_matches_definition_and_gradients(case, row_pass):
+def test_forward_matches_definition_and_gradients(case, impl):
     rng = np.random.default_rng(len(str(case)))
     f = _filter(case["f"], rng)
     x = randn(rng, 2, 3, 5, 6)
@@ -108,6 +108,19 @@ def test_bad_arguments(bad, match):
         bad()
 
 
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("band_max_width", [0, 5, 80])
+def test_fast_path_matches_the_reference(case, band_max_width):
+    """The fast path with no bands (the per-tap 1-D passes), with the row pass banded only (the
+    images are 6 wide and 5 tall) and with both banded, against the reference."""
+    rng = np.random.default_rng(len(str(case)) + band_max_width)
+    f = _filter(case["f"], rng)
+    x = randn(rng, 2, 3, 5, 6)
+    args = (f, case["up"], case["down"], case["pad"], case["flip"], 1.7)
+    np.testing.assert_allclose(_upfirdn2d_cpu.upfirdn2d(x, *args, band_max_width=band_max_width),
+                               IMPLEMENTATIONS["ref"](x, *args), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("shape", [(1, 2, 90, 6), (1, 2, 6, 90)])
 def test_tall_or_wide_images_mix_the_banded_and_direct_passes(shape):
     rng = np.random.default_rng(11)
@@ -118,17 +131,15 @@ def test_tall_or_wide_images_mix_the_banded_and_direct_passes(shape):
         np.testing.assert_allclose(y, reference_upfirdn2d(x, f, up, down, pad, False, 1.0), rtol=1e-12, atol=1e-12)
 
 
-def test_cached_filter_plans_follow_the_filter_values_gain_flip_and_dtype():
-    """upfirdn2d caches each filter's kernel, rank-1 split and bands: filters of one shape that
-    differ only in their values, and calls that differ only in gain, flip or dtype, must each
-    get their own (checked against the definition), and the cached arrays must be read-only."""
-    module = importlib.import_module("nanostyle.ops.upfirdn2d")
+def test_filters_that_differ_in_values_gain_flip_or_dtype_each_get_their_own_passes():
+    """Filters of one shape that differ only in their values, and calls that differ only in gain,
+    flip or dtype, against the definition, twice over (nothing may carry from one call to the next)."""
     rng = np.random.default_rng(23)
     x = randn(rng, 2, 3, 7, 8)
     f1 = setup_filter(rng.uniform(0.1, 1.0, 4), separable=True, dtype=np.float64)
     f2 = setup_filter(rng.uniform(0.1, 1.0, 4), separable=True, dtype=np.float64)
     calls = [(f1, 1.0, False), (f2, 1.0, False), (f1, 2.5, False), (f1, 1.0, True), (f2, 2.5, True)]
-    for _ in range(2):                                   # the second round reads the cache
+    for _ in range(2):
         for f, gain, flip in calls:
             y = upfirdn2d(ns.Tensor(x), f, up=2, down=1, padding=(2, 1, 1, 2), flip_filter=flip, gain=gain).data
             ref = reference_upfirdn2d(x, f, 2, 1, (2, 1, 1, 2), flip, gain)
@@ -136,8 +147,3 @@ def test_cached_filter_plans_follow_the_filter_values_gain_flip_and_dtype():
     y32 = upfirdn2d(ns.Tensor(x.astype(np.float32)), f1, up=2, padding=(2, 1, 1, 2)).data
     assert y32.dtype == np.float32
     np.testing.assert_allclose(y32, reference_upfirdn2d(x, f1, 2, 1, (2, 1, 1, 2), False, 1.0), rtol=1e-5, atol=1e-5)
-    kernel = module._filter_2d(f1, False, 1.0, np.float64)
-    band = module._band(8, [0.25, 0.5, 0.25], 1, 1, 1, 1, np.float64)
-    for cached in (kernel, band):
-        with pytest.raises(ValueError):
-            cached[0, 0] = 1.0

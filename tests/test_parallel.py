@@ -1,134 +1,34 @@
-"""The thread-pool paths (nanostyle.parallel) give the same bits as the inline ones.
-
-Small arrays run inline (below parallel.MIN_ELEMENTS), so each test lowers the threshold and
-asks for more threads than the batch splits evenly into (5 samples -> chunks 2, 2, 1)."""
-import importlib
+"""nanostyle.parallel: split_batch runs every part at once with single-threaded BLAS, returns the
+parts' results in order, raises a part's error after all parts end; the autograd's grad mode
+is per thread, so the parts' graphs do not disturb each other."""
+import threading
 
 import numpy as np
 import pytest
 
-import nanostyle as ns
-from nanostyle import parallel
-from nanostyle.ops import bias_act, setup_filter, upfirdn2d
+from nanostyle import blas, parallel
 
 
-def inline_and_threaded(monkeypatch, compute):
-    monkeypatch.setattr(parallel, "THREADS", 1)
-    inline = compute()
-    monkeypatch.setattr(parallel, "THREADS", 3)
-    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
-    return inline, compute()
-
-
-@pytest.mark.parametrize("stride, padding", [((1, 1), (1, 1)), ((2, 2), (0, 1))])
-def test_im2col_and_col2im(monkeypatch, stride, padding):
-    conv = importlib.import_module("nanostyle.ops.conv2d")
-    x = np.random.default_rng(1).standard_normal((5, 3, 9, 8))
-    cols = conv._im2col(x, 3, 3, stride, padding)
-    inline, threaded = inline_and_threaded(monkeypatch, lambda: (
-        conv._im2col(x, 3, 3, stride, padding), conv._col2im(cols, x.shape, 3, 3, stride, padding)))
-    for a, b in zip(inline, threaded):
-        assert np.array_equal(a, b)
-
-
-@pytest.mark.parametrize("up, down", [(2, 1), (1, 2), (1, 1)])
-def test_upfirdn2d(monkeypatch, up, down):
-    x = ns.Tensor(np.random.default_rng(2).standard_normal((5, 3, 8, 7)))
-    f = setup_filter([1, 3, 3, 1])
-    inline, threaded = inline_and_threaded(monkeypatch, lambda: upfirdn2d(x, f, up=up, down=down, padding=1).data)
-    assert np.array_equal(inline, threaded)
-
-
-def test_bias_act_lrelu_forward_and_gradient(monkeypatch):
-    rng = np.random.default_rng(3)
-    x, b, g = rng.standard_normal((5, 4, 6, 6)), rng.standard_normal(4), rng.standard_normal((5, 4, 6, 6))
-
-    def compute():
-        xt, bt = ns.Tensor(x, requires_grad=True), ns.Tensor(b, requires_grad=True)
-        y = bias_act(xt, bt, act="lrelu")
-        gx, gb = ns.grad(y, [xt, bt], grad_outputs=ns.Tensor(g))
-        return y.data, gx.data, gb.data
-    inline, threaded = inline_and_threaded(monkeypatch, compute)
-    for a, c in zip(inline, threaded):
-        assert np.array_equal(a, c)
-
-
-def test_shifted_window_grid_pack_and_unpack(monkeypatch):
-    conv = importlib.import_module("nanostyle.ops.conv2d")
-    x = np.random.default_rng(4).standard_normal((5, 3, 6, 7))
-    grid = conv._Grid(5, 6, 7, 3)
-
-    def compute():
-        packed = grid.pack(x)
-        return packed, grid.unpack(grid.blocks(packed).reshape(3, -1))
-    inline, threaded = inline_and_threaded(monkeypatch, compute)
-    for a, b in zip(inline, threaded):
-        assert np.array_equal(a, b)
-    assert np.array_equal(inline[1], x)
-    assert np.count_nonzero(inline[0]) == x.size    # zeros everywhere but the pixels
-
-
-def test_phase_grid_pack_and_unpack(monkeypatch):
-    conv = importlib.import_module("nanostyle.ops.conv2d")
-    x = np.random.default_rng(5).standard_normal((5, 3, 9, 8))
-    grid = conv._PhaseGrid(x.shape, 3, 2, 1)
-
-    def compute():
-        phases = grid.pack(x)
-        return phases, grid.unpack(grid.computed(phases))
-    inline, threaded = inline_and_threaded(monkeypatch, compute)
-    for a, b in zip(inline, threaded):
-        assert np.array_equal(a, b)
-    assert np.array_equal(inline[1], x)               # every pixel is in exactly one phase
-    assert np.count_nonzero(inline[0]) == x.size
-
-
-@pytest.mark.parametrize("ufunc", [np.add, np.subtract, np.multiply])
-@pytest.mark.parametrize("shape_a, shape_b", [
-    ((5, 4, 6, 7), (5, 4, 1, 1)),      # per sample and channel (demodulation, modulation)
-    ((5, 4, 6, 7), (5, 1, 6, 7)),      # noise shared over the channels
-    ((5, 4, 6, 7), (4, 1, 1)),         # per channel (a bias), fewer dimensions
-    ((1, 4, 6, 7), (5, 4, 6, 7)),      # the larger operand second
-    ((5, 3), ()),                      # a 0-d array
-])
-def test_binary_ops(monkeypatch, ufunc, shape_a, shape_b):
-    rng = np.random.default_rng(3)
-    a = rng.standard_normal(shape_a).astype(np.float32)
-    b = rng.standard_normal(shape_b)                      # float64: the result is float64, as with the operator
-    inline, threaded = inline_and_threaded(monkeypatch, lambda: parallel.binary(ufunc, a, b))
-    expected = ufunc(a, b)
-    for result in (inline, threaded):
-        assert result.dtype == expected.dtype and result.shape == expected.shape
-        assert np.array_equal(result, expected)
-    assert np.array_equal(parallel.binary(ufunc, b.astype(np.float32), a), ufunc(b.astype(np.float32), a))
-
-
-def test_binary_keeps_scalars_and_other_arrays_on_the_operator(monkeypatch):
-    monkeypatch.setattr(parallel, "THREADS", 3)
-    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
-    a = np.arange(12.0).reshape(4, 3)
-    assert np.array_equal(parallel.binary(np.multiply, a, 2.0), a * 2.0)
-    assert parallel.binary(np.add, 2, 3) == 5
-
-
-def test_split_batch_runs_every_part_with_the_fine_splitting_inline(monkeypatch):
-    import threading
-    monkeypatch.setattr(parallel, "THREADS", 2)
-    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+def test_split_batch_runs_every_part_at_once_with_one_blas_thread():
     both_started = threading.Barrier(2, timeout=10)    # times out unless the parts run at once
+    outer = blas.set_local_threads(2)
+    try:
+        def part(i):
+            both_started.wait()
+            previous = blas.set_local_threads(1)       # returns the count the part ran with
+            blas.set_local_threads(previous)
+            return i, previous
+        results = parallel.split_batch(part, 2)
+        assert blas.set_local_threads(2) == 2          # the caller's count is back
+    finally:
+        blas.set_local_threads(outer)
+    assert [i for i, _ in results] == [0, 1]
+    if blas.set_local_threads(1) != 1:                 # an OpenBLAS that takes the setting
+        assert all(count == 1 for _, count in results)
+    blas.set_local_threads(outer)
 
-    def part(i):
-        both_started.wait()
-        chunks = parallel.batch_parallel(lambda rows: rows, 8, 1 << 30)
-        return i, parallel._inline(), chunks
 
-    assert parallel.split_batch(part, 2) == [(0, True, [slice(0, 8)]), (1, True, [slice(0, 8)])]
-    assert not parallel._inline()                      # the calling thread is itself again
-    assert len(parallel.batch_parallel(lambda rows: rows, 8, 1 << 30)) == 2
-
-
-def test_split_batch_raises_a_part_s_error_after_all_parts_end(monkeypatch):
-    monkeypatch.setattr(parallel, "THREADS", 2)
+def test_split_batch_raises_a_part_s_error_after_all_parts_end():
     finished = []
 
     def part(i):
@@ -144,7 +44,6 @@ def test_split_batch_raises_a_part_s_error_after_all_parts_end(monkeypatch):
 
 def test_grad_mode_is_per_thread():
     # one half of a batch generating fakes under no_grad must not stop the other half's graph
-    import threading
     from nanostyle.autograd import Tensor, no_grad
     inside, done = threading.Event(), threading.Event()
 

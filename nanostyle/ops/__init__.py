@@ -1,6 +1,8 @@
-"""Differentiable ops, one file per kernel family: the NumPy forward/backward and, below it, the
-launcher of the CUDA kernel in nanostyle/kernels/<family>.cu. NCHW layout; each op follows the
-StyleGAN2-ADA op of the same name."""
+"""Differentiable ops, one file per kernel family: the public op, its Functions and its plain
+reference, the launcher of the CUDA kernel in nanostyle/kernels/<family>.cu, and (where one
+pays) a fast CPU path in _<family>_cpu.py. NCHW layout; each op follows the StyleGAN2-ADA op of
+the same name. `use_impl("ref")` / `set_impl` / NANOSTYLE_IMPL=ref run the references (_impl.py)."""
+from ._impl import get_impl, set_impl, use_impl
 from .bias_act import bias_act
 from .linear import linear
 from .softplus import softplus, sigmoid

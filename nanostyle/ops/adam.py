@@ -5,17 +5,32 @@ correction, as torch.optim.Adam computes it).
   v = beta2 v + (1 - beta2) g^2
   p = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 
-On the GPU it is one fused kernel (kernels/adam.cu: p, g, m, v read once, p, m, v written once);
-on the CPU a few in-place NumPy passes with no temporaries beyond one buffer.
+The reference: a few in-place NumPy passes with no temporaries beyond one buffer; on the GPU
+one fused kernel (kernels/adam.cu: p, g, m, v read once, p, m, v written once). IMPLEMENTATIONS
+at the bottom; ops/_impl.py picks one per call.
 """
 import math
 
 import numpy as np
 
 from .. import backend
+from . import _impl
 
 
-def _adam_step_numpy(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step):
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, step):
+    """Update raw arrays `param`, `exp_avg`, `exp_avg_sq` in place; `step` counts from 1."""
+    arrays = (param, grad, exp_avg, exp_avg_sq)
+    if any(a.shape != param.shape for a in arrays):
+        raise ValueError(f"adam_step: shapes differ: {[tuple(a.shape) for a in arrays]}")
+    backend.check_float_dtype("adam_step", *arrays)
+    if step < 1:
+        raise ValueError(f"adam_step: step counts from 1, got {step}")
+    IMPLEMENTATIONS[_impl.choose(param)](param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step)
+
+
+# ---- the reference -------------------------------------------------------------------------
+
+def _adam_step_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step):
     exp_avg *= beta1
     exp_avg += (1 - beta1) * grad
     exp_avg_sq *= beta2
@@ -27,18 +42,7 @@ def _adam_step_numpy(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, st
     param -= (lr / bias1) * exp_avg / denom
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, step):
-    """Update raw arrays `param`, `exp_avg`, `exp_avg_sq` in place; `step` counts from 1."""
-    arrays = (param, grad, exp_avg, exp_avg_sq)
-    if any(a.shape != param.shape for a in arrays):
-        raise ValueError(f"adam_step: shapes differ: {[tuple(a.shape) for a in arrays]}")
-    backend.check_float_dtype("adam_step", *arrays)
-    if step < 1:
-        raise ValueError(f"adam_step: step counts from 1, got {step}")
-    if backend.is_cuda_array(param):
-        return _adam_step_cuda(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step)
-    _adam_step_numpy(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step)
-
+# ---- CUDA (kernels/adam.cu) ------------------------------------------------------------------
 
 def _adam_step_cuda(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step):
     from .. import cuda
@@ -50,3 +54,8 @@ def _adam_step_cuda(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, ste
     cuda.launch("adam", "adam_step", param.dtype, param.size,
                 (param, grad, exp_avg, exp_avg_sq, np.int64(param.size),
                  scalar(step_size), scalar(beta1), scalar(beta2), scalar(eps), scalar(bias2_sqrt)))
+
+
+# ---- which implementation runs (no fast CPU path of its own) -----------------------------------
+
+IMPLEMENTATIONS = {"ref": _adam_step_ref, "fast": _adam_step_ref, "cuda": _adam_step_cuda}

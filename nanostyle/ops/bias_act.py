@@ -12,16 +12,18 @@ pre-activation is dy * act''(x + b) * gain (zero for linear, relu and lrelu, who
 derivative vanishes almost everywhere). That gives exact second-order gradients (R1); third
 order is not supported for the curved activations (act'' is taken as a constant there).
 
-Forward saves the pre-activation x + b (what every derivative needs). `_bias_act_forward`,
-`_bias_act_grad` and `_activation_second_derivative` are the seams for the CUDA kernels.
+Forward saves the pre-activation x + b (what every derivative needs). Each of the three passes
+(forward, gradient, second derivative) has a reference here in plain NumPy and a CUDA kernel in
+kernels/bias_act.cu (IMPLEMENTATIONS at the bottom; ops/_impl.py picks one per call).
 """
+import collections
 import math
 
 import numpy as np
 
 from .. import backend
-from ..parallel import batch_parallel
 from ..autograd import Function, Tensor
+from . import _impl
 
 ACTIVATIONS = {
     #  name       def_alpha  def_gain        2nd derivative non-zero
@@ -40,219 +42,6 @@ ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}  # kern
 
 _SELU_ALPHA = 1.6732632423543772
 _SELU_SCALE = 1.0507009873554805
-
-
-def stable_sigmoid(xp, z):
-    """1 / (1 + exp(-z)): exp(-|z|) never overflows, and for z << 0 the e / (1 + e) branch
-    keeps full precision (shared with ops/softplus.py)."""
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def _activation(xp, act, z, alpha):
-    if act == "linear":
-        return z
-    if act == "relu":
-        return xp.maximum(z, 0)
-    if act == "lrelu":
-        return xp.where(z > 0, z, z * z.dtype.type(alpha))
-    if act == "tanh":
-        return xp.tanh(z)
-    if act == "sigmoid":
-        return stable_sigmoid(xp, z)
-    if act == "elu":
-        return xp.where(z > 0, z, xp.expm1(xp.minimum(z, 0)))
-    if act == "selu":
-        return _SELU_SCALE * xp.where(z > 0, z, _SELU_ALPHA * xp.expm1(xp.minimum(z, 0)))
-    if act == "softplus":
-        return xp.logaddexp(0, z)
-    if act == "swish":
-        return z * stable_sigmoid(xp, z)
-    raise AssertionError(act)
-
-
-def _activation_derivative(xp, act, z, alpha):
-    one = z.dtype.type(1)
-    if act == "linear":
-        return xp.ones_like(z)
-    if act == "relu":
-        return (z > 0).astype(z.dtype)
-    if act == "lrelu":
-        return xp.where(z > 0, one, z.dtype.type(alpha))
-    if act == "tanh":
-        t = xp.tanh(z)
-        return one - t * t
-    if act in ("sigmoid", "softplus"):
-        s = stable_sigmoid(xp, z)
-        return s * (one - s) if act == "sigmoid" else s
-    if act == "elu":
-        return xp.where(z > 0, one, xp.exp(xp.minimum(z, 0)))
-    if act == "selu":
-        return _SELU_SCALE * xp.where(z > 0, one, _SELU_ALPHA * xp.exp(xp.minimum(z, 0)))
-    if act == "swish":
-        s = stable_sigmoid(xp, z)
-        return s * (one + z * (one - s))
-    raise AssertionError(act)
-
-
-def _activation_second_derivative(xp, act, z, alpha):
-    one = z.dtype.type(1)
-    if act in ("linear", "relu", "lrelu"):
-        return xp.zeros_like(z)
-    if act == "tanh":
-        t = xp.tanh(z)
-        return -2 * t * (one - t * t)
-    if act == "sigmoid":
-        s = stable_sigmoid(xp, z)
-        return s * (one - s) * (one - 2 * s)
-    if act == "softplus":
-        s = stable_sigmoid(xp, z)
-        return s * (one - s)
-    if act == "elu":
-        return xp.where(z > 0, z.dtype.type(0), xp.exp(xp.minimum(z, 0)))
-    if act == "selu":
-        return _SELU_SCALE * xp.where(z > 0, z.dtype.type(0), _SELU_ALPHA * xp.exp(xp.minimum(z, 0)))
-    if act == "swish":
-        s = stable_sigmoid(xp, z)
-        ds = s * (one - s)
-        return 2 * ds + z * ds * (one - 2 * s)
-    raise AssertionError(act)
-
-
-def _bias_shape(ndim, dim, length):
-    shape = [1] * ndim
-    shape[dim] = length
-    return tuple(shape)
-
-
-def _lrelu_fast_path(act, clamp, alpha, gain):
-    """lrelu without clamp as max(gain z, alpha gain z) and its slope as max(gain [z > 0], alpha
-    gain): plain vectorised passes, 5-10x faster than NumPy's masked `where=` loops on one
-    array and about 2x inside a training step (benchmarks/RESULTS.md); the same bits when
-    0 <= alpha <= 1 and gain >= 0, as StyleGAN2's lrelu has."""
-    return act == "lrelu" and clamp is None and 0 <= alpha <= 1 and gain >= 0
-
-
-def _blocks(rows, array, elements=1 << 18):
-    """Slices of `rows` (a slice of array's first axis) of about `elements` elements each
-    (at least one row): blocks small enough for the passes over them to stay in cache."""
-    step = max(1, elements // max(1, array[0].size))
-    return [slice(i, min(i + step, rows.stop)) for i in range(rows.start, rows.stop, step)]
-
-
-def _bias_act_forward(x, b, dim, act, alpha, gain, clamp):
-    """Raw arrays -> (y, z) with z = x + b the saved pre-activation."""
-    if backend.is_cuda_array(x):
-        return _bias_act_forward_cuda(x, b, dim, act, alpha, gain, clamp)
-    xp = backend.get_array_module(x)
-    bias = None if b is None else b.reshape(_bias_shape(x.ndim, dim, b.shape[0]))
-    if _lrelu_fast_path(act, clamp, alpha, gain) and dim != 0:
-        # the hot path of every StyleGAN2 layer (CuPy arrays took the kernel above): batch chunks
-        # on the thread pool, in blocks of samples small enough for the passes to stay in cache
-        z = x if bias is None else np.empty_like(x)
-        y = np.empty_like(x)
-        high, low = z.dtype.type(gain), z.dtype.type(alpha * gain)
-
-        def lrelu(rows):
-            for i in _blocks(rows, x):
-                if bias is not None:
-                    np.add(x[i], bias, out=z[i])
-                np.multiply(z[i], high, out=y[i])
-                np.maximum(y[i], np.multiply(z[i], low), out=y[i])   # gain z where z > 0, else alpha gain z
-        batch_parallel(lrelu, x.shape[0], x.size)
-        return y, z
-    z = x if bias is None else x + bias
-    y = _activation(xp, act, z, alpha)
-    if gain != 1:
-        y = y * y.dtype.type(gain)
-    if clamp is not None:
-        y = xp.clip(y, -clamp, clamp)
-    return y, z
-
-
-def _clamp_mask(xp, act, z, alpha, gain, clamp):
-    if clamp is None:
-        return None
-    return xp.abs(_activation(xp, act, z, alpha) * z.dtype.type(gain)) <= clamp
-
-
-def _bias_act_grad(dy, z, act, alpha, gain, clamp):
-    """dz = dy * act'(z) * gain, zero where the output was clamped."""
-    if backend.is_cuda_array(dy):
-        return _bias_act_grad_cuda(dy, z, act, alpha, gain, clamp)
-    xp = backend.get_array_module(dy)
-    if act == "linear" and clamp is None:
-        return dy * dy.dtype.type(gain) if gain != 1 else dy.copy()
-    if _lrelu_fast_path(act, clamp, alpha, gain) and dy.ndim > 0 and z.shape == dy.shape:
-        dz = np.empty_like(dy)
-        high, low = dy.dtype.type(gain), dy.dtype.type(alpha * gain)
-
-        def lrelu_grad(rows):
-            for i in _blocks(rows, dy):
-                slope = np.multiply(np.greater(z[i], 0), high, dtype=dy.dtype)
-                np.maximum(slope, low, out=slope)         # gain where z > 0, else alpha * gain
-                np.multiply(dy[i], slope, out=dz[i])
-        batch_parallel(lrelu_grad, dy.shape[0], dy.size)
-        return dz
-    dz = dy * _activation_derivative(xp, act, z, alpha)
-    if gain != 1:
-        dz *= dz.dtype.type(gain)
-    mask = _clamp_mask(xp, act, z, alpha, gain, clamp)
-    if mask is not None:
-        dz *= mask
-    return dz
-
-
-def _bias_act_second_derivative(z, act, alpha, gain, clamp):
-    """act''(z) * gain, zero where the output was clamped."""
-    if backend.is_cuda_array(z):
-        return _bias_act_grad2_cuda(z, act, alpha, gain, clamp)
-    xp = backend.get_array_module(z)
-    second = _activation_second_derivative(xp, act, z, alpha) * z.dtype.type(gain)
-    mask = _clamp_mask(xp, act, z, alpha, gain, clamp)
-    return second if mask is None else second * mask
-
-
-class BiasAct(Function):
-    def forward(self, x, b, dim, act, alpha, gain, clamp):
-        self.dim, self.act, self.alpha, self.gain, self.clamp = dim, act, alpha, gain, clamp
-        y, z = _bias_act_forward(x, b, dim, act, alpha, gain, clamp)
-        self.z = z if (act != "linear" or clamp is not None) else None
-        return y
-
-    def backward(self, dy):
-        x, b = self.inputs
-        curved = ACTIVATIONS[self.act][2]
-        if curved:
-            # The pre-activation as a graph node, so the second derivative reaches x and b.
-            z = x if b is None else x + b.reshape(_bias_shape(x.ndim, self.dim, b.shape[0]))
-        else:
-            z = Tensor(self.z) if self.z is not None else None
-        dz = BiasActGrad.apply(dy, z, act=self.act, alpha=self.alpha, gain=self.gain, clamp=self.clamp)
-        dx = dz if self.needs_input_grad[0] else None
-        db = None
-        if b is not None and self.needs_input_grad[1]:
-            axes = tuple(a for a in range(dz.ndim) if a != self.dim)
-            db = dz.sum(axis=axes)
-        return dx, db
-
-
-class BiasActGrad(Function):
-    """(dy, z) -> dy * act'(z) * gain * mask. Linear in dy; its z-derivative uses act''."""
-
-    def forward(self, dy, z, act, alpha, gain, clamp):
-        self.act, self.alpha, self.gain, self.clamp = act, alpha, gain, clamp
-        return _bias_act_grad(dy, z, act, alpha, gain, clamp)
-
-    def backward(self, g):
-        dy, z = self.inputs
-        gdy = gz = None
-        if self.needs_input_grad[0]:
-            gdy = BiasActGrad.apply(g, z, act=self.act, alpha=self.alpha, gain=self.gain, clamp=self.clamp)
-        if z is not None and self.needs_input_grad[1] and ACTIVATIONS[self.act][2]:
-            second = _bias_act_second_derivative(z.data, self.act, self.alpha, self.gain, self.clamp)
-            gz = g * dy * Tensor(second)
-        return gdy, gz
 
 
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
@@ -280,7 +69,171 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
     return BiasAct.apply(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
 
-# --- CUDA launchers (kernels/bias_act.cu) ---------------------------------------------------
+class BiasAct(Function):
+    def forward(self, x, b, dim, act, alpha, gain, clamp):
+        self.dim, self.act, self.alpha, self.gain, self.clamp = dim, act, alpha, gain, clamp
+        y, z = _passes(x).forward(x, b, dim, act, alpha, gain, clamp)
+        self.z = z if (act != "linear" or clamp is not None) else None
+        return y
+
+    def backward(self, dy):
+        x, b = self.inputs
+        curved = ACTIVATIONS[self.act][2]
+        if curved:
+            # The pre-activation as a graph node, so the second derivative reaches x and b.
+            z = x if b is None else x + b.reshape(_bias_shape(x.ndim, self.dim, b.shape[0]))
+        else:
+            z = Tensor(self.z) if self.z is not None else None
+        dz = BiasActGrad.apply(dy, z, act=self.act, alpha=self.alpha, gain=self.gain, clamp=self.clamp)
+        dx = dz if self.needs_input_grad[0] else None
+        db = None
+        if b is not None and self.needs_input_grad[1]:
+            axes = tuple(a for a in range(dz.ndim) if a != self.dim)
+            db = dz.sum(axis=axes)
+        return dx, db
+
+
+class BiasActGrad(Function):
+    """(dy, z) -> dy * act'(z) * gain * mask. Linear in dy; its z-derivative uses act''."""
+
+    def forward(self, dy, z, act, alpha, gain, clamp):
+        self.act, self.alpha, self.gain, self.clamp = act, alpha, gain, clamp
+        return _passes(dy).grad(dy, z, act, alpha, gain, clamp)
+
+    def backward(self, g):
+        dy, z = self.inputs
+        gdy = gz = None
+        if self.needs_input_grad[0]:
+            gdy = BiasActGrad.apply(g, z, act=self.act, alpha=self.alpha, gain=self.gain, clamp=self.clamp)
+        if z is not None and self.needs_input_grad[1] and ACTIVATIONS[self.act][2]:
+            second = _passes(z.data).grad2(z.data, self.act, self.alpha, self.gain, self.clamp)
+            gz = g * dy * Tensor(second)
+        return gdy, gz
+
+
+# ---- the reference -------------------------------------------------------------------------
+
+def stable_sigmoid(z):
+    """1 / (1 + exp(-z)): exp(-|z|) never overflows, and for z << 0 the e / (1 + e) branch
+    keeps full precision (shared with ops/softplus.py)."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _activation(act, z, alpha):
+    if act == "linear":
+        return z
+    if act == "relu":
+        return np.maximum(z, 0)
+    if act == "lrelu":
+        return np.where(z > 0, z, z * z.dtype.type(alpha))
+    if act == "tanh":
+        return np.tanh(z)
+    if act == "sigmoid":
+        return stable_sigmoid(z)
+    if act == "elu":
+        return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+    if act == "selu":
+        return _SELU_SCALE * np.where(z > 0, z, _SELU_ALPHA * np.expm1(np.minimum(z, 0)))
+    if act == "softplus":
+        return np.logaddexp(0, z)
+    if act == "swish":
+        return z * stable_sigmoid(z)
+    raise AssertionError(act)
+
+
+def _activation_derivative(act, z, alpha):
+    one = z.dtype.type(1)
+    if act == "linear":
+        return np.ones_like(z)
+    if act == "relu":
+        return (z > 0).astype(z.dtype)
+    if act == "lrelu":
+        return np.where(z > 0, one, z.dtype.type(alpha))
+    if act == "tanh":
+        t = np.tanh(z)
+        return one - t * t
+    if act in ("sigmoid", "softplus"):
+        s = stable_sigmoid(z)
+        return s * (one - s) if act == "sigmoid" else s
+    if act == "elu":
+        return np.where(z > 0, one, np.exp(np.minimum(z, 0)))
+    if act == "selu":
+        return _SELU_SCALE * np.where(z > 0, one, _SELU_ALPHA * np.exp(np.minimum(z, 0)))
+    if act == "swish":
+        s = stable_sigmoid(z)
+        return s * (one + z * (one - s))
+    raise AssertionError(act)
+
+
+def _activation_second_derivative(act, z, alpha):
+    one = z.dtype.type(1)
+    if act in ("linear", "relu", "lrelu"):
+        return np.zeros_like(z)
+    if act == "tanh":
+        t = np.tanh(z)
+        return -2 * t * (one - t * t)
+    if act == "sigmoid":
+        s = stable_sigmoid(z)
+        return s * (one - s) * (one - 2 * s)
+    if act == "softplus":
+        s = stable_sigmoid(z)
+        return s * (one - s)
+    if act == "elu":
+        return np.where(z > 0, z.dtype.type(0), np.exp(np.minimum(z, 0)))
+    if act == "selu":
+        return _SELU_SCALE * np.where(z > 0, z.dtype.type(0), _SELU_ALPHA * np.exp(np.minimum(z, 0)))
+    if act == "swish":
+        s = stable_sigmoid(z)
+        ds = s * (one - s)
+        return 2 * ds + z * ds * (one - 2 * s)
+    raise AssertionError(act)
+
+
+def _bias_shape(ndim, dim, length):
+    shape = [1] * ndim
+    shape[dim] = length
+    return tuple(shape)
+
+
+def _bias_act_ref(x, b, dim, act, alpha, gain, clamp):
+    """Raw arrays -> (y, z) with z = x + b the saved pre-activation."""
+    z = x if b is None else x + b.reshape(_bias_shape(x.ndim, dim, b.shape[0]))
+    y = _activation(act, z, alpha)
+    if gain != 1:
+        y = y * y.dtype.type(gain)
+    if clamp is not None:
+        y = np.clip(y, -clamp, clamp)
+    return y, z
+
+
+def _clamp_mask(act, z, alpha, gain, clamp):
+    if clamp is None:
+        return None
+    return np.abs(_activation(act, z, alpha) * z.dtype.type(gain)) <= clamp
+
+
+def _bias_act_grad_ref(dy, z, act, alpha, gain, clamp):
+    """dz = dy * act'(z) * gain, zero where the output was clamped."""
+    if act == "linear" and clamp is None:
+        return dy * dy.dtype.type(gain) if gain != 1 else dy.copy()
+    dz = dy * _activation_derivative(act, z, alpha)
+    if gain != 1:
+        dz *= dz.dtype.type(gain)
+    mask = _clamp_mask(act, z, alpha, gain, clamp)
+    if mask is not None:
+        dz *= mask
+    return dz
+
+
+def _bias_act_grad2_ref(z, act, alpha, gain, clamp):
+    """act''(z) * gain, zero where the output was clamped."""
+    second = _activation_second_derivative(act, z, alpha) * z.dtype.type(gain)
+    mask = _clamp_mask(act, z, alpha, gain, clamp)
+    return second if mask is None else second * mask
+
+
+# ---- CUDA (kernels/bias_act.cu) -------------------------------------------------------------
 
 def _clamp_arg(clamp):
     return -1.0 if clamp is None else clamp
@@ -321,3 +274,17 @@ def _bias_act_grad2_cuda(z, act, alpha, gain, clamp):
     cuda.launch("bias_act", "bias_act_grad2", z.dtype, z.size,
                 (out, z, np.int64(z.size), np.int32(ACTIVATION_CODES[act]), S(alpha), S(gain), S(_clamp_arg(clamp))))
     return out
+
+# ---- which implementation runs (no fast CPU path of its own) -----------------------------------
+
+Passes = collections.namedtuple("Passes", "forward grad grad2")
+IMPLEMENTATIONS = {
+    "ref": Passes(_bias_act_ref, _bias_act_grad_ref, _bias_act_grad2_ref),
+    "fast": Passes(_bias_act_ref, _bias_act_grad_ref, _bias_act_grad2_ref),
+    "cuda": Passes(_bias_act_forward_cuda, _bias_act_grad_cuda, _bias_act_grad2_cuda),
+}
+
+
+def _passes(array):
+    """The three passes of the implementation that runs for `array` (ops/_impl.py)."""
+    return IMPLEMENTATIONS[_impl.choose(array)]

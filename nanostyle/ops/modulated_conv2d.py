@@ -10,101 +10,20 @@ result comes from one shared-weight convolution of the whole batch (one GEMM):
   y = conv2d_resample(x * s[:, :, None, None], w) * d[:, :, None, None] + noise,
 with d[n,o] = rsqrt(sum_i s[n,i]^2 * sum_k w[o,i,k]^2 + 1e-8). That is the form used here; the
 reference's fused grouped convolution computes the same numbers. Orientation: cross-correlation
-at every up/down factor.
-
-`_modulate` and `_demodulation_coefficients` are the seams for the CUDA kernels.
+at every up/down factor. The modulation, its styles gradient and the demodulation
+coefficients have a reference in NumPy and kernels in kernels/modulated_conv2d.cu (IMPLEMENTATIONS at
+the bottom; ops/_impl.py picks one per call).
 """
+import collections
+
 import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ..parallel import binary
+from . import _impl
 from .conv2d import conv2d_resample
 
 DEMODULATION_EPS = 1e-8
-
-
-# ---- array-level math (the CUDA kernels' seams) ----------------------------------------------
-
-def _modulate_forward(x, styles):
-    if backend.is_cuda_array(x):
-        return _modulate_forward_cuda(x, styles)
-    N, I = styles.shape
-    return binary(np.multiply, x, styles.reshape(N, I, 1, 1))
-
-
-def _style_grad_forward(g, x):
-    if backend.is_cuda_array(g):
-        return _style_grad_cuda(g, x)
-    N, I = g.shape[:2]
-    return (g.reshape(N, I, -1) * x.reshape(N, I, -1)).sum(axis=2)
-
-
-def _demodulation_forward(weight, styles):
-    if backend.is_cuda_array(weight):
-        return _demodulation_cuda(weight, styles)
-    weight_sq = (weight * weight).sum(axis=(2, 3))                       # [O, I]
-    return 1.0 / np.sqrt((styles * styles) @ weight_sq.T + DEMODULATION_EPS)
-
-
-# ---- Functions --------------------------------------------------------------------------------
-
-class Modulate(Function):
-    """y[n, i] = x[n, i] * styles[n, i] (per sample and input channel)."""
-
-    def forward(self, x, styles):
-        return _modulate_forward(x, styles)
-
-    def backward(self, g):
-        x, styles = self.inputs
-        gx = Modulate.apply(g, styles) if self.needs_input_grad[0] else None
-        gs = StyleGrad.apply(g, x) if self.needs_input_grad[1] else None
-        return gx, gs
-
-
-class StyleGrad(Function):
-    """dstyles[n, i] = sum over pixels of g * x: bilinear in (g, x)."""
-
-    def forward(self, g, x):
-        return _style_grad_forward(g, x)
-
-    def backward(self, gs):
-        g, x = self.inputs
-        gg = Modulate.apply(x, gs) if self.needs_input_grad[0] else None
-        gx = Modulate.apply(g, gs) if self.needs_input_grad[1] else None
-        return gg, gx
-
-
-class DemodulationCoefficients(Function):
-    """d[n, o] = rsqrt(sum_i styles[n, i]^2 * sum_k weight[o, i, k]^2 + eps).
-
-    With h = g * d^3: dstyles = -styles * (h @ wsq), dweight = -weight * (h.T @ styles^2),
-    written in Tensor ops (d recomputed as a graph node) so the second order is exact."""
-
-    def forward(self, weight, styles):
-        return _demodulation_forward(weight, styles)
-
-    def backward(self, g):
-        weight, styles = self.inputs
-        d = DemodulationCoefficients.apply(weight, styles)
-        h = g * d * d * d
-        gw = gs = None
-        if self.needs_input_grad[0]:
-            O, I = weight.shape[:2]
-            gw = -weight * (h.T @ (styles * styles)).reshape(O, I, 1, 1)
-        if self.needs_input_grad[1]:
-            gs = -styles * (h @ (weight * weight).sum(axis=(2, 3)))
-        return gw, gs
-
-
-def _modulate(x, styles):
-    """x [N, I, H, W] scaled per sample and input channel by styles [N, I]."""
-    return Modulate.apply(x, styles)
-
-
-def _demodulation_coefficients(weight, styles):
-    """d [N, O] = rsqrt(styles^2 @ (sum_k weight^2).T + eps)."""
-    return DemodulationCoefficients.apply(weight, styles)
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0,
@@ -135,7 +54,82 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0,
     return y
 
 
-# --- CUDA launchers (kernels/modulation.cu) ---------------------------------------------------
+def _modulate(x, styles):
+    """x [N, I, H, W] scaled per sample and input channel by styles [N, I]."""
+    return Modulate.apply(x, styles)
+
+
+def _demodulation_coefficients(weight, styles):
+    """d [N, O] = rsqrt(styles^2 @ (sum_k weight^2).T + eps)."""
+    return DemodulationCoefficients.apply(weight, styles)
+
+
+class Modulate(Function):
+    """y[n, i] = x[n, i] * styles[n, i] (per sample and input channel)."""
+
+    def forward(self, x, styles):
+        return _passes(x).modulate(x, styles)
+
+    def backward(self, g):
+        x, styles = self.inputs
+        gx = Modulate.apply(g, styles) if self.needs_input_grad[0] else None
+        gs = StyleGrad.apply(g, x) if self.needs_input_grad[1] else None
+        return gx, gs
+
+
+class StyleGrad(Function):
+    """dstyles[n, i] = sum over pixels of g * x: bilinear in (g, x)."""
+
+    def forward(self, g, x):
+        return _passes(g).style_grad(g, x)
+
+    def backward(self, gs):
+        g, x = self.inputs
+        gg = Modulate.apply(x, gs) if self.needs_input_grad[0] else None
+        gx = Modulate.apply(g, gs) if self.needs_input_grad[1] else None
+        return gg, gx
+
+
+class DemodulationCoefficients(Function):
+    """d[n, o] = rsqrt(sum_i styles[n, i]^2 * sum_k weight[o, i, k]^2 + eps).
+
+    With h = g * d^3: dstyles = -styles * (h @ wsq), dweight = -weight * (h.T @ styles^2),
+    written in Tensor ops (d recomputed as a graph node) so the second order is exact."""
+
+    def forward(self, weight, styles):
+        return _passes(weight).demodulation(weight, styles)
+
+    def backward(self, g):
+        weight, styles = self.inputs
+        d = DemodulationCoefficients.apply(weight, styles)
+        h = g * d * d * d
+        gw = gs = None
+        if self.needs_input_grad[0]:
+            O, I = weight.shape[:2]
+            gw = -weight * (h.T @ (styles * styles)).reshape(O, I, 1, 1)
+        if self.needs_input_grad[1]:
+            gs = -styles * (h @ (weight * weight).sum(axis=(2, 3)))
+        return gw, gs
+
+
+# ---- the reference -------------------------------------------------------------------------
+
+def _modulate_ref(x, styles):
+    N, I = styles.shape
+    return x * styles.reshape(N, I, 1, 1)
+
+
+def _style_grad_ref(g, x):
+    N, I = g.shape[:2]
+    return (g.reshape(N, I, -1) * x.reshape(N, I, -1)).sum(axis=2)
+
+
+def _demodulation_ref(weight, styles):
+    weight_sq = (weight * weight).sum(axis=(2, 3))                       # [O, I]
+    return 1.0 / np.sqrt((styles * styles) @ weight_sq.T + DEMODULATION_EPS)
+
+
+# ---- CUDA (kernels/modulated_conv2d.cu) ------------------------------------------------------------
 
 def _modulate_forward_cuda(x, styles):
     from .. import cuda
@@ -143,7 +137,7 @@ def _modulate_forward_cuda(x, styles):
     if styles.shape != x.shape[:2]:
         raise ValueError(f"modulated_conv2d: styles {styles.shape} do not match x {x.shape}")
     y = cuda.empty(x.shape, x.dtype)
-    cuda.launch("modulation", "modulate_forward", x.dtype, x.size,
+    cuda.launch("modulated_conv2d", "modulate_forward", x.dtype, x.size,
                 (y, x, styles, np.int64(x.size), np.int64(x.shape[2] * x.shape[3])))
     return y
 
@@ -153,7 +147,7 @@ def _style_grad_cuda(g, x):
     g, x = cuda.device_array(g), cuda.device_array(x)
     planes = g.shape[0] * g.shape[1]
     out = cuda.empty(g.shape[:2], g.dtype)
-    cuda.launch("modulation", "modulate_backward_styles", g.dtype, planes * cuda.BLOCK,
+    cuda.launch("modulated_conv2d", "modulate_backward_styles", g.dtype, planes * cuda.BLOCK,
                 (out, g, x, np.int64(planes), np.int64(g.shape[2] * g.shape[3])),
                 shared_mem=cuda.BLOCK * g.dtype.itemsize, grid=(min(planes, 65535),))
     return out
@@ -165,9 +159,23 @@ def _demodulation_cuda(weight, styles):
     O, I, kh, kw = weight.shape
     N = styles.shape[0]
     wsq = cuda.empty((O, I), weight.dtype)
-    cuda.launch("modulation", "weight_square_sum", weight.dtype, O * I, (wsq, weight, np.int64(O * I), np.int32(kh * kw)))
+    cuda.launch("modulated_conv2d", "weight_square_sum", weight.dtype, O * I, (wsq, weight, np.int64(O * I), np.int32(kh * kw)))
     d = cuda.empty((N, O), weight.dtype)
     S = cuda.scalar_type(weight.dtype)
-    cuda.launch("modulation", "demodulation_coefficients", weight.dtype, N * O,
+    cuda.launch("modulated_conv2d", "demodulation_coefficients", weight.dtype, N * O,
                 (d, styles, wsq, np.int32(N), np.int32(O), np.int32(I), S(DEMODULATION_EPS)))
     return d
+
+
+# ---- which implementation runs (no fast CPU path of its own) -----------------------------------
+
+Passes = collections.namedtuple("Passes", "modulate style_grad demodulation")
+IMPLEMENTATIONS = {
+    "ref": Passes(_modulate_ref, _style_grad_ref, _demodulation_ref),
+    "fast": Passes(_modulate_ref, _style_grad_ref, _demodulation_ref),
+    "cuda": Passes(_modulate_forward_cuda, _style_grad_cuda, _demodulation_cuda),
+}
+
+
+def _passes(array):
+    return IMPLEMENTATIONS[_impl.choose(array)]

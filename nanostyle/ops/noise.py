@@ -1,57 +1,17 @@
 """noise_injection: StyleGAN2's per-pixel noise, x + noise * strength (Karras et al. 2019, sec. 3.2).
 
 noise [N, 1, H, W] is shared by all channels; strength is one learned scalar per layer.
-Gradients: dx = g, dnoise = strength * sum_c g, dstrength = sum(g * noise) (the reduction the
-CUDA kernel performs). `_noise_forward` / `_noise_strength_grad` are the kernel seams.
+Gradients: dx = g, dnoise = strength * sum_c g, dstrength = sum(g * noise). The forward and the
+strength's reduction have a reference in NumPy and kernels in kernels/noise.cu (IMPLEMENTATIONS
+at the bottom; ops/_impl.py picks one per call).
 """
+import collections
+
 import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ..parallel import binary
-
-
-def _noise_forward(x, noise, strength):
-    if backend.is_cuda_array(x):
-        return _noise_forward_cuda(x, noise, strength)
-    return binary(np.add, x, noise * strength.reshape(()))
-
-
-def _noise_strength_grad(g, noise):
-    if backend.is_cuda_array(g):
-        return _noise_strength_grad_cuda(g, noise)
-    return (g * noise).sum()
-
-
-class NoiseStrengthGrad(Function):
-    """sum(g * noise) over everything (noise broadcast over channels): bilinear in (g, noise)."""
-
-    def forward(self, g, noise):
-        return _noise_strength_grad(g, noise)
-
-    def backward(self, gs):
-        g, noise = self.inputs
-        gg = gn = None
-        if self.needs_input_grad[0]:
-            gg = noise.broadcast_to(g.shape) * gs
-        if self.needs_input_grad[1]:
-            gn = g.sum(axis=1, keepdims=True) * gs
-        return gg, gn
-
-
-class NoiseInjection(Function):
-    def forward(self, x, noise, strength):
-        return _noise_forward(x, noise, strength)
-
-    def backward(self, g):
-        x, noise, strength = self.inputs
-        gx = g if self.needs_input_grad[0] else None
-        gnoise = gstrength = None
-        if self.needs_input_grad[1]:
-            gnoise = g.sum(axis=1, keepdims=True) * strength.reshape(())
-        if self.needs_input_grad[2]:
-            gstrength = NoiseStrengthGrad.apply(g, noise).reshape(strength.shape)
-        return gx, gnoise, gstrength
+from . import _impl
 
 
 def noise_injection(x, noise, strength):
@@ -71,7 +31,48 @@ def noise_injection(x, noise, strength):
     return NoiseInjection.apply(x, noise, strength)
 
 
-# --- CUDA launchers (kernels/noise.cu) --------------------------------------------------------
+class NoiseInjection(Function):
+    def forward(self, x, noise, strength):
+        return _passes(x).forward(x, noise, strength)
+
+    def backward(self, g):
+        x, noise, strength = self.inputs
+        gx = g if self.needs_input_grad[0] else None
+        gnoise = gstrength = None
+        if self.needs_input_grad[1]:
+            gnoise = g.sum(axis=1, keepdims=True) * strength.reshape(())
+        if self.needs_input_grad[2]:
+            gstrength = NoiseStrengthGrad.apply(g, noise).reshape(strength.shape)
+        return gx, gnoise, gstrength
+
+
+class NoiseStrengthGrad(Function):
+    """sum(g * noise) over everything (noise broadcast over channels): bilinear in (g, noise)."""
+
+    def forward(self, g, noise):
+        return _passes(g).strength_grad(g, noise)
+
+    def backward(self, gs):
+        g, noise = self.inputs
+        gg = gn = None
+        if self.needs_input_grad[0]:
+            gg = noise.broadcast_to(g.shape) * gs
+        if self.needs_input_grad[1]:
+            gn = g.sum(axis=1, keepdims=True) * gs
+        return gg, gn
+
+
+# ---- the reference -------------------------------------------------------------------------
+
+def _noise_ref(x, noise, strength):
+    return x + noise * strength.reshape(())
+
+
+def _noise_strength_grad_ref(g, noise):
+    return (g * noise).sum()
+
+
+# ---- CUDA (kernels/noise.cu) -----------------------------------------------------------------
 
 def _noise_forward_cuda(x, noise, strength):
     from .. import cuda
@@ -93,3 +94,17 @@ def _noise_strength_grad_cuda(g, noise):
                 (partials, g, noise, np.int64(g.size), np.int32(C), np.int64(H * W)),
                 shared_mem=cuda.BLOCK * g.dtype.itemsize, grid=(blocks,))
     return partials.sum()
+
+
+# ---- which implementation runs (no fast CPU path of its own) -----------------------------------
+
+Passes = collections.namedtuple("Passes", "forward strength_grad")
+IMPLEMENTATIONS = {
+    "ref": Passes(_noise_ref, _noise_strength_grad_ref),
+    "fast": Passes(_noise_ref, _noise_strength_grad_ref),
+    "cuda": Passes(_noise_forward_cuda, _noise_strength_grad_cuda),
+}
+
+
+def _passes(array):
+    return IMPLEMENTATIONS[_impl.choose(array)]

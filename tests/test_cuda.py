@@ -1,5 +1,7 @@
-"""Every CUDA kernel, every float/double instantiation, compiled by NVRTC for sm_80 and sm_90.
-Runs on machines without a GPU (CI): a kernel that does not compile fails here."""
+"""nanostyle/cuda.py: every CUDA kernel, every float/double instantiation, compiled by NVRTC for
+sm_80 and sm_90, each family's kernels and launchers named after their op family, and the
+device choice's error without a GPU. Runs on machines without a GPU (CI): a kernel that does
+not compile fails here."""
 import re
 
 import pytest
@@ -35,10 +37,15 @@ def test_family_compiles_with_every_instantiation(compiled, family, arch):
         assert re.search(rf"\.entry\s+{re.escape(symbol)}\s*\(", text), f"{expression} missing from the PTX"
 
 
-def test_every_kernel_file_is_registered():
+def test_every_kernel_file_is_registered_under_its_op_family():
+    """kernels/<family>.cu for each family of cuda.KERNELS, and its launchers in ops/<family>.py."""
     import os
     files = {f[:-3] for f in os.listdir(cuda.KERNEL_DIR) if f.endswith(".cu")}
     assert files == set(cuda.KERNELS)
+    ops_dir = os.path.join(os.path.dirname(cuda.KERNEL_DIR), "ops")
+    for family in cuda.KERNELS:
+        with open(os.path.join(ops_dir, f"{family}.py")) as handle:
+            assert f'cuda.launch("{family}"' in handle.read(), f"ops/{family}.py launches no {family} kernel"
 
 
 def test_forcing_cuda_without_a_gpu_names_the_reason(monkeypatch):

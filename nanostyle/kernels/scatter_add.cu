@@ -1,4 +1,4 @@
-// The transpose of a gather whose indices repeat (autograd's ScatterAdd on the GPU), without
+// scatter_add: the transpose of a gather whose indices repeat (ops/scatter_add.py), without
 // atomics. The launcher sorts the source elements by destination (ties in source order) and
 // finds where each destination's run starts; each thread then sums one destination's run in
 // that order. Atomic adds would sum in whatever order the threads arrive, so the gradient, and
