@@ -125,8 +125,8 @@ def _activation(act, z, alpha):
         return z
     if act == "relu":
         return np.maximum(z, 0)
-    if act == "lrelu":
-        return np.where(z > 0, z, z * z.dtype.type(alpha))
+    if act == "lrelu":                    # for 0 <= alpha <= 1 the larger of z and alpha z
+        return np.maximum(z, z * z.dtype.type(alpha)) if 0 <= alpha <= 1 else np.where(z > 0, z, z * z.dtype.type(alpha))
     if act == "tanh":
         return np.tanh(z)
     if act == "sigmoid":
