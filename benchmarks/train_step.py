@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import nanostyle as ns  # noqa: E402  (before NumPy: it sets OpenBLAS's thread spin)
+import nanostyle as ns  # noqa: E402  (before NumPy: under mpiexec it shares the cores among ranks)
 import numpy as np  # noqa: E402
 from nanostyle import backend, blas, distributed, parallel  # noqa: E402
 from nanostyle.losses import StyleGAN2Loss  # noqa: E402
@@ -116,7 +116,6 @@ def measure(config_name, iters, device, parts=None, comm=None):
     results.update(config=config_name, device=device, iters=iters,
                    malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
                    malloc_trim_threshold=os.environ.get("MALLOC_TRIM_THRESHOLD_"),
-                   openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
                    nanostyle_threads=parallel.THREADS, parts=parts, processes=comm.size, dist=comm.name,
                    openblas_core=blas.core_name(), openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"))
     return results

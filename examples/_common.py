@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # elsewhere, the examples use the installed one.
 if os.path.isfile(os.path.join(ROOT, "nanostyle", "__init__.py")):
     sys.path.insert(0, ROOT)
-import nanostyle  # noqa: E402,F401  (before NumPy: it sets OpenBLAS's thread spin, see nanostyle/__init__.py)
+import nanostyle  # noqa: E402,F401  (before NumPy: under mpiexec it shares the cores, see nanostyle/__init__.py)
 
 
 def friendly_errors(main):

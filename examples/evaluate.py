@@ -11,7 +11,7 @@ In Python: nanostyle.evaluate(nanostyle.load(CKPT), num=500).
 import argparse
 import json
 
-import _common  # noqa: F401  (first: makes nanostyle importable and imports it before NumPy)
+import _common  # noqa: F401  (first: makes this checkout's nanostyle importable)
 from _common import friendly_errors
 
 

@@ -12,7 +12,7 @@ nothing beyond nanostyle.
 import argparse
 import os
 
-import _common  # noqa: F401  (first: makes nanostyle importable and imports it before NumPy)
+import _common  # noqa: F401  (first: makes this checkout's nanostyle importable)
 import numpy as np
 from _common import friendly_errors
 

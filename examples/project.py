@@ -13,7 +13,7 @@ residual as the optimisation runs). In Python: nanostyle.project(G, image).
 import argparse
 import os
 
-import _common  # noqa: F401  (first: makes nanostyle importable and imports it before NumPy)
+import _common  # noqa: F401  (first: makes this checkout's nanostyle importable)
 import numpy as np
 from _common import friendly_errors
 

@@ -13,7 +13,7 @@ In Python: G = nanostyle.load(CKPT); G.sample(seeds=range(64)) gives these image
 import argparse
 import os
 
-import _common  # noqa: F401  (first: makes nanostyle importable and imports it before NumPy)
+import _common  # noqa: F401  (first: makes this checkout's nanostyle importable)
 import numpy as np
 from _common import friendly_errors
 
