@@ -40,9 +40,10 @@ def test_reference_without_torch_says_how_to_get_it(tmp_path):
 
 
 def test_benchmark_shell_scripts_parse():
-    """ab.sh, vs_reference.sh and gpu_check.sh need a second checkout, torch or a GPU to run;
-    here bash only parses them, so a broken edit fails in CI rather than on the next machine."""
-    for name in ("ab.sh", "vs_reference.sh", "gpu_check.sh"):
+    """The shell benchmarks need a second checkout, torch, MPI or a GPU to run; here bash only
+    parses them, so a broken edit fails in CI rather than on the next machine."""
+    for name in ("ab.sh", "vs_reference.sh", "gpu_check.sh", "mpi_gpu_check.sh", "_step.sh",
+                 "processes_vs_threads.sh"):
         result = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", name)],
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, f"{name}: {result.stderr}"
