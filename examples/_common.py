@@ -16,12 +16,14 @@ import nanostyle  # noqa: E402,F401  (before NumPy: under mpiexec it shares the 
 def friendly_errors(main):
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        from nanostyle.backend import DeviceUnavailable
         from nanostyle.checkpoint import CheckpointError
         from nanostyle.data import DataError
         from nanostyle.train import TrainingDiverged, TrainingStopped
         try:
             return main(*args, **kwargs)
-        except (DataError, CheckpointError, TrainingDiverged, ValueError, FileNotFoundError) as error:
+        except (DataError, CheckpointError, DeviceUnavailable, TrainingDiverged, ValueError,
+                FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         except TrainingStopped as stopped:      # SIGINT or SIGTERM; the message names the run's path

@@ -49,6 +49,10 @@ def gpu_unavailable_reason():
     return ""
 
 
+class DeviceUnavailable(RuntimeError):
+    """The device asked for (cuda) is not there: no CuPy, or no GPU answers."""
+
+
 def default_device():
     """'cuda' or 'cpu', honouring NANOSTYLE_DEVICE."""
     forced = os.environ.get("NANOSTYLE_DEVICE", "").strip().lower()
@@ -56,7 +60,7 @@ def default_device():
         return "cpu"
     if forced in ("cuda", "gpu"):
         if not gpu_available():
-            raise RuntimeError(f"NANOSTYLE_DEVICE={forced} but {gpu_unavailable_reason()}; "
+            raise DeviceUnavailable(f"NANOSTYLE_DEVICE={forced} but {gpu_unavailable_reason()}; "
                                "unset NANOSTYLE_DEVICE or set it to cpu")
         return "cuda"
     if forced:
@@ -81,7 +85,8 @@ def xp_for_device(device):
         return np
     if device == "cuda":
         if not gpu_available():
-            raise RuntimeError(f"device 'cuda' asked for but {gpu_unavailable_reason()}")
+            raise DeviceUnavailable(f"device 'cuda' asked for but {gpu_unavailable_reason()}; "
+                                    "train or sample on the CPU with --device cpu (NANOSTYLE_DEVICE=cpu)")
         return cupy
     raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
 

@@ -702,6 +702,7 @@ def open_run(config, resume=None, log=print, comm=None):
             log("resume changes the checkpoint's settings: " + ", ".join(changed))
     else:
         config.preset(log)
+        backend.xp_for_device(config.device)              # no GPU for --device cuda: say so before any folder
         if config.out is None:
             config.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-res{config.res}")
         config.out = comm.broadcast_json(config.out)      # rank 0's clock names it

@@ -52,7 +52,7 @@ def test_forcing_cuda_without_a_gpu_names_the_reason(monkeypatch):
     if backend.gpu_available():
         pytest.skip("a GPU answers here")
     monkeypatch.setenv("NANOSTYLE_DEVICE", "cuda")
-    with pytest.raises(RuntimeError, match="NANOSTYLE_DEVICE=cuda but .*(no CUDA device|not importable)"):
+    with pytest.raises(backend.DeviceUnavailable, match="NANOSTYLE_DEVICE=cuda but .*(no CUDA device|not importable)"):
         backend.default_device()
     monkeypatch.setenv("NANOSTYLE_DEVICE", "cpu")
     assert backend.default_device() == "cpu"

@@ -90,3 +90,15 @@ def test_project_py_bad_target_is_one_clear_line(checkpoint, tmp_path, setup, me
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error:") and message in result.stderr
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("script", ["train_oasis", "sample"])
+def test_device_cuda_without_a_gpu_is_one_clear_line(script, checkpoint, tmp_path):
+    if ns.backend.gpu_available():
+        pytest.skip("a GPU answers here")
+    args = ["--res", "16", "--out", str(tmp_path / "run")] if script == "train_oasis" else \
+        ["--ckpt", checkpoint, "--out", str(tmp_path / "s")]
+    result = _cli(script, *args, "--device", "cuda", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:") and "cuda" in result.stderr and "cpu" in result.stderr
+    assert not (tmp_path / "run").exists()
