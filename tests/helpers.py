@@ -1,4 +1,5 @@
-"""Shared test helpers: random float64 inputs that avoid kinks, gradient-check wrappers."""
+"""Shared test helpers: random float64 inputs that avoid kinks, gradient-check wrappers, an
+optimiser that does not step."""
 import numpy as np
 
 from nanostyle.gradcheck import check_backward, check_double_backward
@@ -21,3 +22,17 @@ def away_from_zero(rng, *shape, margin=1e-2):
 def check_both_orders(func, inputs, **kwargs):
     check_backward(func, inputs, **kwargs)
     check_double_backward(func, inputs, **kwargs)
+
+
+class NoStep:
+    """An optimiser that keeps the gradients and leaves the weights alone."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        pass

@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import nanostyle  # noqa: E402,F401  (before NumPy's BLAS starts: it shares the cores among the ranks)
 from nanostyle import backend, distributed  # noqa: E402
+from helpers import NoStep  # noqa: E402
 
 TRAIN = os.path.join(ROOT, "examples", "train_oasis.py")
 
@@ -83,20 +84,6 @@ def test_one_process_calls_are_no_ops():
 
 # ---- programs run under mpiexec ----------------------------------------------------------------
 
-class _NoStep:
-    """An optimiser that keeps the gradients and leaves the weights alone."""
-
-    def __init__(self, params):
-        self.params = params
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        pass
-
-
 def _relative(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
@@ -145,12 +132,12 @@ def gradients_program():
                     w_avg = G.mapping.w_avg.data.copy()
                     rng = np.random.default_rng(5)
                     reference_rng = copy.deepcopy(rng)
-                    stats, _ = phase_step(module, _NoStep(params), loss_of, B, rng, parts=parts, comm=comm)
+                    stats, _ = phase_step(module, NoStep(params), loss_of, B, rng, parts=parts, comm=comm)
                     got = [None if p.grad is None else p.grad.data.copy() for p in params]
                     got_w_avg = G.mapping.w_avg.data.copy()
                     G.mapping.w_avg.data = w_avg
                     one = comm.size * parts if randomised else 1
-                    expected, _ = phase_step(module, _NoStep(params), loss_of, B, reference_rng, parts=one)
+                    expected, _ = phase_step(module, NoStep(params), loss_of, B, reference_rng, parts=one)
                     assert [g is None for g in got] == [p.grad is None for p in params]
                     difference = max(_relative(g, p.grad.data) for g, p in zip(got, params) if g is not None)
                     stat_difference = max(_relative(np.asarray(stats[k], dtype=np.float64),

@@ -14,6 +14,7 @@ from PIL import Image
 
 import dataclasses
 
+from helpers import NoStep
 import nanostyle.diversity as diversity_module
 from nanostyle import blas
 from nanostyle.checkpoint import load_checkpoint
@@ -147,20 +148,6 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch, parts):
     assert "diversity floor: off from 0.048 kimg" in open(os.path.join(half, "log.txt")).read()
 
 
-class _NoStep:
-    """An optimiser that keeps the gradients and leaves the weights alone."""
-
-    def __init__(self, params):
-        self.params = params
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        pass
-
-
 def test_phase_step_in_parts_gives_the_whole_batch_gradient(monkeypatch):
     # a loss that treats every image on its own (mbstd group 1), so halves must add up exactly
     from nanostyle.autograd import Tensor
@@ -177,7 +164,7 @@ def test_phase_step_in_parts_gives_the_whole_batch_gradient(monkeypatch):
         logits = D(real[rows])
         return softplus(-logits).mean(), {"score": float(logits.numpy().mean()), "logits": logits.numpy().ravel()}
 
-    optimizer = _NoStep(D.parameters())
+    optimizer = NoStep(D.parameters())
     rng = np.random.default_rng(0)
     whole, bad = phase_step(D, optimizer, loss_of, 8, rng, parts=1)
     expected = [p.grad.numpy().copy() for p in D.parameters()]
