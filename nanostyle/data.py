@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from . import volumes
-from .checkpoint import write_atomic
+from .checkpoint import temporary_files, write_atomic
 from .volumes import AXES, MIN_BRAIN_FRACTION
 
 CACHE_VERSION = 2
@@ -449,9 +450,32 @@ def _decoded_in_order(decode, paths, workers):
 # The cache: <name>.npy (uint8 [N, 1, res, res], memory-mapped) and <name>.json (what it holds)
 
 
+# A cache's temporary file (write_atomic's) that nothing has written to for this long was left by
+# a process killed while building it; one still being built grows with every slice decoded.
+STALE_TEMPORARY_S = 3600
+
+
+def _remove_stale_temporaries(folder, verbose):
+    """Remove the cache builds that killed processes left in `folder` (they can be as large as a
+    whole cache); a build in progress elsewhere is left alone."""
+    now, removed = time.time(), []
+    for path, target in temporary_files(folder):
+        if target.startswith("slices-") and target.endswith((".npy", ".json")):
+            try:
+                if now - os.path.getmtime(path) > STALE_TEMPORARY_S:
+                    os.remove(path)
+                    removed.append(os.path.basename(path))
+            except OSError:            # gone meanwhile, or not ours to remove
+                pass
+    if removed:
+        _note(f"removed {len(removed)} unfinished cache file{'s' * (len(removed) > 1)} left by a "
+              f"killed run in {folder}: {', '.join(removed)}", verbose)
+
+
 def _cached_or_built(cache, listing, items, base, decode, res, workers, what, verbose):
     """-> (images, record): the cache when it is whole and current, else a fresh build."""
     npy, meta = cache + ".npy", cache + ".json"
+    _remove_stale_temporaries(os.path.dirname(cache), verbose)
     if os.path.exists(meta) or os.path.exists(npy):
         try:
             return _read_cache(npy, meta, listing, len(items), res, base)

@@ -274,6 +274,40 @@ def test_cache_is_a_memmap_rebuilt_when_broken(tmp_path, capsys):
     assert sorted(os.listdir(cache)) == sorted([npy, meta])                  # replaced, not piled up
 
 
+def test_a_cache_build_killed_midway_is_removed_later_and_one_in_progress_is_not(tmp_path, capsys):
+    """A process killed while it builds a cache leaves its temporary file; a later load removes it
+    once nothing has written to it for STALE_TEMPORARY_S, and leaves a recent one (a build that
+    another process may still be running) alone."""
+    import signal
+    import subprocess
+    import time
+    root, cache = tmp_path / "slices", tmp_path / "cache"
+    _good_images(root, 40)
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); import nanostyle.data as d\n"
+        "decode = d._ImageDecoder.__call__\n"
+        "d._ImageDecoder.__call__ = lambda self, path: (time.sleep(0.1), decode(self, path))[1]\n"
+        "d.load_data(sys.argv[2], 16, cache_dir=sys.argv[3], workers=1)"),
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), str(root), str(cache)])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (cache.is_dir() and any(n.endswith(".tmp") for n in os.listdir(cache))):
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (left,) = [n for n in os.listdir(cache) if n.endswith(".tmp")]      # the killed build's file
+    old = time.time() - data.STALE_TEMPORARY_S - 60
+    os.utime(cache / left, (old, old))
+    in_progress = cache / "slices-other-16-0123456789abcdef.npy.k2j4h6.tmp"
+    in_progress.write_bytes(b"still being written")
+    loaded = data.load_data(str(root), 16, cache_dir=str(cache))
+    assert len(loaded.images) == 40
+    assert f"removed 1 unfinished cache file left by a killed run in {cache}: {left}" in capsys.readouterr().err
+    assert not (cache / left).exists() and in_progress.exists()
+
+
 def test_classes_from_every_subfolder(tmp_path):
     root = tmp_path / "labelled"
     for name, count in (("NC", 2), ("AD", 3)):
