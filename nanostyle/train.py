@@ -135,8 +135,6 @@ class TrainConfig:
             if device == "cpu":
                 log("no GPU answers: using the 'cpu' network config (narrow widths for a 2-core hour); "
                     "pass --cfg auto for the full-width networks")
-        if self.cfg not in CONFIGS:
-            raise ValueError(f"unknown --cfg {self.cfg!r}; choose one of {', '.join(CONFIGS)}")
         cpu_like = self.cfg in ("cpu", "tiny")
         floor = self.cfg in ("cpu", "auto")    # both collapsed on the default data without it ("GPU",
                                                # "The diversity floor, and the collapse it replaced")
@@ -767,9 +765,10 @@ MEASURE_MIN_ITERATIONS = 50   # shorter runs start at once: timing them would ta
 def measure_speed(run, repeats=2):
     """Training img/s of `run`, timed on a deep copy of it (networks, optimisers, augmentation,
     floor, generators and counters; the dataset and the communicator shared), so the run itself
-    draws no random number and changes no state. Under several processes every rank times alike. One warm-up iteration with every phase (on a GPU it compiles the
-    kernels), then an iteration of each kind the lazy-regularisation intervals give (`repeats`
-    of the most common), weighted by how often each comes. None if the copy's loss diverges."""
+    draws no random number and changes no state; under several processes every rank times alike.
+    One warm-up iteration with every phase (on a GPU it compiles the kernels), then an iteration
+    of each kind the lazy-regularisation intervals give (`repeats` of the most common), weighted
+    by how often each comes. None if the copy's loss diverges."""
     trial = copy.deepcopy(run, {id(run.dataset): run.dataset, id(run.comm): run.comm})
     kinds = _iteration_kinds(run.config)
     most_common = max(kinds, key=kinds.get)
