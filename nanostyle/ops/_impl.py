@@ -1,10 +1,10 @@
 """Which implementation an op runs: the plain reference, the fast CPU path, or CUDA.
 
-Every op family keeps one table {"ref": ..., "fast": ..., "cuda": ...} and asks `choose(array)`
-per call: "cuda" for CuPy arrays, else the CPU choice, "fast" unless set to "ref" by
-NANOSTYLE_IMPL=ref in the environment, `set_impl("ref")` or `with use_impl("ref"):`. The choice
-is process-wide, not per thread: training runs the parts of a batch on pool threads, and they
-must run what the caller chose.
+Every op family keeps one table {"ref": ..., "fast": ..., "cuda": ...} (`table`) and takes the
+entry `pick(IMPLEMENTATIONS, array)` per call, by `choose(array)`: "cuda" for CuPy arrays, else
+the CPU choice, "fast" unless set to "ref" by NANOSTYLE_IMPL=ref in the environment,
+`set_impl("ref")` or `with use_impl("ref"):`. The choice is process-wide, not per thread:
+training runs the parts of a batch on pool threads, and they must run what the caller chose.
 
 The fast CPU paths are named in FAST_PATHS; NANOSTYLE_FAST_OFF=name,name switches single ones
 off (what they speed up then runs the reference's way), so that benchmarks/fast_paths.py can
@@ -79,6 +79,17 @@ def choose(array):
     if backend.is_cuda_array(array):
         return "cuda"
     return _cpu_impl
+
+
+def table(ref, cuda, fast=None):
+    """A family's IMPLEMENTATIONS: {"ref", "fast", "cuda"}; "fast" is the reference where the
+    family has no fast CPU path of its own."""
+    return {"ref": ref, "fast": ref if fast is None else fast, "cuda": cuda}
+
+
+def pick(implementations, array):
+    """The entry of a family's IMPLEMENTATIONS table that runs for `array` (see choose)."""
+    return implementations[choose(array)]
 
 
 def fast_path_on(name):

@@ -25,7 +25,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, step):
     backend.check_float_dtype("adam_step", *arrays)
     if step < 1:
         raise ValueError(f"adam_step: step counts from 1, got {step}")
-    IMPLEMENTATIONS[_impl.choose(param)](param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step)
+    _impl.pick(IMPLEMENTATIONS, param)(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step)
 
 
 # ---- the reference -------------------------------------------------------------------------
@@ -58,4 +58,4 @@ def _adam_step_cuda(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, ste
 
 # ---- which implementation runs (no fast CPU path of its own) -----------------------------------
 
-IMPLEMENTATIONS = {"ref": _adam_step_ref, "fast": _adam_step_ref, "cuda": _adam_step_cuda}
+IMPLEMENTATIONS = _impl.table(ref=_adam_step_ref, cuda=_adam_step_cuda)

@@ -72,7 +72,7 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
 class BiasAct(Function):
     def forward(self, x, b, dim, act, alpha, gain, clamp):
         self.dim, self.act, self.alpha, self.gain, self.clamp = dim, act, alpha, gain, clamp
-        y, z = _passes(x).forward(x, b, dim, act, alpha, gain, clamp)
+        y, z = _impl.pick(IMPLEMENTATIONS, x).forward(x, b, dim, act, alpha, gain, clamp)
         self.z = z if (act != "linear" or clamp is not None) else None
         return y
 
@@ -98,7 +98,7 @@ class BiasActGrad(Function):
 
     def forward(self, dy, z, act, alpha, gain, clamp):
         self.act, self.alpha, self.gain, self.clamp = act, alpha, gain, clamp
-        return _passes(dy).grad(dy, z, act, alpha, gain, clamp)
+        return _impl.pick(IMPLEMENTATIONS, dy).grad(dy, z, act, alpha, gain, clamp)
 
     def backward(self, g):
         dy, z = self.inputs
@@ -106,7 +106,7 @@ class BiasActGrad(Function):
         if self.needs_input_grad[0]:
             gdy = BiasActGrad.apply(g, z, act=self.act, alpha=self.alpha, gain=self.gain, clamp=self.clamp)
         if z is not None and self.needs_input_grad[1] and ACTIVATIONS[self.act][2]:
-            second = _passes(z.data).grad2(z.data, self.act, self.alpha, self.gain, self.clamp)
+            second = _impl.pick(IMPLEMENTATIONS, z.data).grad2(z.data, self.act, self.alpha, self.gain, self.clamp)
             gz = g * dy * Tensor(second)
         return gdy, gz
 
@@ -278,13 +278,5 @@ def _bias_act_grad2_cuda(z, act, alpha, gain, clamp):
 # ---- which implementation runs (no fast CPU path of its own) -----------------------------------
 
 Passes = collections.namedtuple("Passes", "forward grad grad2")
-IMPLEMENTATIONS = {
-    "ref": Passes(_bias_act_ref, _bias_act_grad_ref, _bias_act_grad2_ref),
-    "fast": Passes(_bias_act_ref, _bias_act_grad_ref, _bias_act_grad2_ref),
-    "cuda": Passes(_bias_act_forward_cuda, _bias_act_grad_cuda, _bias_act_grad2_cuda),
-}
-
-
-def _passes(array):
-    """The three passes of the implementation that runs for `array` (ops/_impl.py)."""
-    return IMPLEMENTATIONS[_impl.choose(array)]
+IMPLEMENTATIONS = _impl.table(ref=Passes(_bias_act_ref, _bias_act_grad_ref, _bias_act_grad2_ref),
+                              cuda=Passes(_bias_act_forward_cuda, _bias_act_grad_cuda, _bias_act_grad2_cuda))

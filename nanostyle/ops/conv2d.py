@@ -123,7 +123,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, flip_weight=True):
 class Conv2d(Function):
     def forward(self, x, w, stride, padding):
         self.stride, self.padding = stride, padding
-        return _passes(x).conv2d(x, w, stride, padding)
+        return _impl.pick(IMPLEMENTATIONS, x).conv2d(x, w, stride, padding)
 
     def backward(self, g):
         x, w = self.inputs
@@ -140,7 +140,7 @@ class ConvTranspose2d(Function):
 
     def forward(self, g, w, x_shape, stride, padding):
         self.x_shape, self.stride, self.padding = x_shape, stride, padding
-        return _passes(g).conv_transpose2d(g, w, x_shape, stride, padding)
+        return _impl.pick(IMPLEMENTATIONS, g).conv_transpose2d(g, w, x_shape, stride, padding)
 
     def backward(self, gx):
         g, w = self.inputs
@@ -157,7 +157,7 @@ class Conv2dWeightGrad(Function):
 
     def forward(self, x, g, w_shape, stride, padding):
         self.stride, self.padding = stride, padding
-        return _passes(x).conv2d_weight_grad(x, g, w_shape, stride, padding)
+        return _impl.pick(IMPLEMENTATIONS, x).conv2d_weight_grad(x, g, w_shape, stride, padding)
 
     def backward(self, gw):
         x, g = self.inputs
@@ -308,13 +308,7 @@ def _conv2d_weight_grad_cuda(x, g, w_shape, stride, padding):
 from . import _conv2d_cpu  # noqa: E402  (after the reference, which its fallbacks call)
 
 Passes = collections.namedtuple("Passes", "conv2d conv_transpose2d conv2d_weight_grad")
-IMPLEMENTATIONS = {
-    "ref": Passes(_conv2d_ref, _conv_transpose2d_ref, _conv2d_weight_grad_ref),
-    "fast": Passes(_conv2d_cpu.conv2d, _conv2d_cpu.conv_transpose2d, _conv2d_cpu.conv2d_weight_grad),
-    "cuda": Passes(_conv2d_cuda, _conv_transpose2d_cuda, _conv2d_weight_grad_cuda),
-}
-
-
-def _passes(array):
-    """The three passes of the implementation that runs for `array` (ops/_impl.py)."""
-    return IMPLEMENTATIONS[_impl.choose(array)]
+IMPLEMENTATIONS = _impl.table(
+    ref=Passes(_conv2d_ref, _conv_transpose2d_ref, _conv2d_weight_grad_ref),
+    fast=Passes(_conv2d_cpu.conv2d, _conv2d_cpu.conv_transpose2d, _conv2d_cpu.conv2d_weight_grad),
+    cuda=Passes(_conv2d_cuda, _conv_transpose2d_cuda, _conv2d_weight_grad_cuda))

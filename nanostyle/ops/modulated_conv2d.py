@@ -68,7 +68,7 @@ class Modulate(Function):
     """y[n, i] = x[n, i] * styles[n, i] (per sample and input channel)."""
 
     def forward(self, x, styles):
-        return _passes(x).modulate(x, styles)
+        return _impl.pick(IMPLEMENTATIONS, x).modulate(x, styles)
 
     def backward(self, g):
         x, styles = self.inputs
@@ -81,7 +81,7 @@ class StyleGrad(Function):
     """dstyles[n, i] = sum over pixels of g * x: bilinear in (g, x)."""
 
     def forward(self, g, x):
-        return _passes(g).style_grad(g, x)
+        return _impl.pick(IMPLEMENTATIONS, g).style_grad(g, x)
 
     def backward(self, gs):
         g, x = self.inputs
@@ -97,7 +97,7 @@ class DemodulationCoefficients(Function):
     written in Tensor ops (d recomputed as a graph node) so the second order is exact."""
 
     def forward(self, weight, styles):
-        return _passes(weight).demodulation(weight, styles)
+        return _impl.pick(IMPLEMENTATIONS, weight).demodulation(weight, styles)
 
     def backward(self, g):
         weight, styles = self.inputs
@@ -170,12 +170,5 @@ def _demodulation_cuda(weight, styles):
 # ---- which implementation runs (no fast CPU path of its own) -----------------------------------
 
 Passes = collections.namedtuple("Passes", "modulate style_grad demodulation")
-IMPLEMENTATIONS = {
-    "ref": Passes(_modulate_ref, _style_grad_ref, _demodulation_ref),
-    "fast": Passes(_modulate_ref, _style_grad_ref, _demodulation_ref),
-    "cuda": Passes(_modulate_forward_cuda, _style_grad_cuda, _demodulation_cuda),
-}
-
-
-def _passes(array):
-    return IMPLEMENTATIONS[_impl.choose(array)]
+IMPLEMENTATIONS = _impl.table(ref=Passes(_modulate_ref, _style_grad_ref, _demodulation_ref),
+                              cuda=Passes(_modulate_forward_cuda, _style_grad_cuda, _demodulation_cuda))

@@ -33,7 +33,7 @@ def noise_injection(x, noise, strength):
 
 class NoiseInjection(Function):
     def forward(self, x, noise, strength):
-        return _passes(x).forward(x, noise, strength)
+        return _impl.pick(IMPLEMENTATIONS, x).forward(x, noise, strength)
 
     def backward(self, g):
         x, noise, strength = self.inputs
@@ -50,7 +50,7 @@ class NoiseStrengthGrad(Function):
     """sum(g * noise) over everything (noise broadcast over channels): bilinear in (g, noise)."""
 
     def forward(self, g, noise):
-        return _passes(g).strength_grad(g, noise)
+        return _impl.pick(IMPLEMENTATIONS, g).strength_grad(g, noise)
 
     def backward(self, gs):
         g, noise = self.inputs
@@ -99,12 +99,5 @@ def _noise_strength_grad_cuda(g, noise):
 # ---- which implementation runs (no fast CPU path of its own) -----------------------------------
 
 Passes = collections.namedtuple("Passes", "forward strength_grad")
-IMPLEMENTATIONS = {
-    "ref": Passes(_noise_ref, _noise_strength_grad_ref),
-    "fast": Passes(_noise_ref, _noise_strength_grad_ref),
-    "cuda": Passes(_noise_forward_cuda, _noise_strength_grad_cuda),
-}
-
-
-def _passes(array):
-    return IMPLEMENTATIONS[_impl.choose(array)]
+IMPLEMENTATIONS = _impl.table(ref=Passes(_noise_ref, _noise_strength_grad_ref),
+                              cuda=Passes(_noise_forward_cuda, _noise_strength_grad_cuda))

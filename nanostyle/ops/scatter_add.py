@@ -14,7 +14,7 @@ from . import _impl
 
 def scatter_add(g, index, shape):
     """zeros(shape)[index] += g on raw arrays (index as NumPy or CuPy indexing takes it)."""
-    return IMPLEMENTATIONS[_impl.choose(g)](g, index, shape)
+    return _impl.pick(IMPLEMENTATIONS, g)(g, index, shape)
 
 
 def _is_fancy(index):
@@ -63,4 +63,4 @@ def _scatter_add_cuda(g, index, shape):
 
 # ---- which implementation runs (no fast CPU path of its own) -----------------------------------
 
-IMPLEMENTATIONS = {"ref": _scatter_add_ref, "fast": _scatter_add_ref, "cuda": _scatter_add_cuda}
+IMPLEMENTATIONS = _impl.table(ref=_scatter_add_ref, cuda=_scatter_add_cuda)

@@ -30,7 +30,7 @@ def sigmoid(x):
 
 class Softplus(Function):
     def forward(self, x):
-        return _passes(x).softplus(x)
+        return _impl.pick(IMPLEMENTATIONS, x).softplus(x)
 
     def backward(self, g):
         (x,) = self.inputs
@@ -39,7 +39,7 @@ class Softplus(Function):
 
 class Sigmoid(Function):
     def forward(self, x):
-        return _passes(x).sigmoid(x)
+        return _impl.pick(IMPLEMENTATIONS, x).sigmoid(x)
 
     def backward(self, g):
         (x,) = self.inputs
@@ -78,12 +78,4 @@ def _sigmoid_cuda(x):
 # ---- which implementation runs (no fast CPU path: the reference is one NumPy pass) -------------
 
 Passes = collections.namedtuple("Passes", "softplus sigmoid")
-IMPLEMENTATIONS = {
-    "ref": Passes(_softplus_ref, _sigmoid_ref),
-    "fast": Passes(_softplus_ref, _sigmoid_ref),
-    "cuda": Passes(_softplus_cuda, _sigmoid_cuda),
-}
-
-
-def _passes(array):
-    return IMPLEMENTATIONS[_impl.choose(array)]
+IMPLEMENTATIONS = _impl.table(ref=Passes(_softplus_ref, _sigmoid_ref), cuda=Passes(_softplus_cuda, _sigmoid_cuda))

@@ -85,7 +85,7 @@ class Upfirdn2d(Function):
     def forward(self, x, f, up, down, padding, flip_filter, gain):
         self.f, self.up, self.down, self.padding = f, up, down, padding
         self.flip_filter, self.gain, self.in_shape = flip_filter, gain, x.shape
-        out = IMPLEMENTATIONS[_impl.choose(x)](x, f, up, down, padding, flip_filter, gain)
+        out = _impl.pick(IMPLEMENTATIONS, x)(x, f, up, down, padding, flip_filter, gain)
         self.out_shape = out.shape
         return out
 
@@ -212,4 +212,4 @@ def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain):
 
 from . import _upfirdn2d_cpu  # noqa: E402  (after the reference, which its fallback calls)
 
-IMPLEMENTATIONS = {"ref": _upfirdn2d_ref, "fast": _upfirdn2d_cpu.upfirdn2d, "cuda": _upfirdn2d_cuda}
+IMPLEMENTATIONS = _impl.table(ref=_upfirdn2d_ref, fast=_upfirdn2d_cpu.upfirdn2d, cuda=_upfirdn2d_cuda)
