@@ -23,8 +23,9 @@ BAND_MAX_WIDTH = 80
 
 def upfirdn2d(x, f, up, down, padding, flip_filter, gain, band_max_width=None):
     """upfirdn2d on NumPy arrays; band_max_width: BAND_MAX_WIDTH unless given (0: no bands)."""
-    separable = _separate(_filter_2d(f, flip_filter, gain, x.dtype))
-    if separable is None or not _impl.fast_path_on("upfirdn2d.separable"):
+    separable = _separate(_filter_2d(f, flip_filter, gain, x.dtype)) \
+        if _impl.fast_path_on("upfirdn2d.separable") else None
+    if separable is None:
         return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     if band_max_width is None:
         band_max_width = BAND_MAX_WIDTH if _impl.fast_path_on("upfirdn2d.banded") else 0

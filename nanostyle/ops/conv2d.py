@@ -139,7 +139,7 @@ class ConvTranspose2d(Function):
     """x-shaped adjoint of conv2d: inputs (g, w) -> [N, C, H, W] with H, W given by x_shape."""
 
     def forward(self, g, w, x_shape, stride, padding):
-        self.x_shape, self.stride, self.padding = x_shape, stride, padding
+        self.stride, self.padding = stride, padding
         return _impl.pick(IMPLEMENTATIONS, g).conv_transpose2d(g, w, x_shape, stride, padding)
 
     def backward(self, gx):
@@ -203,7 +203,6 @@ def _im2col(x, kh, kw, stride, padding):
     Ho, Wo = _conv_output_size(H, kh, sy, py), _conv_output_size(W, kw, sx, px)
     if py or px:
         x = np.pad(x, ((0, 0), (0, 0), (py, py), (px, px)))
-    x = np.ascontiguousarray(x)
     sN, sC, sH, sW = x.strides
     view = np.lib.stride_tricks.as_strided(
         x, shape=(C, kh, kw, N, Ho, Wo), strides=(sC, sH, sW, sN, sH * sy, sW * sx))

@@ -158,7 +158,7 @@ def _filter_2d(f, flip_filter, gain, dtype):
     kernel = kernel * gain
     if not flip_filter:
         kernel = kernel[::-1, ::-1]
-    return np.ascontiguousarray(kernel).astype(dtype)
+    return np.ascontiguousarray(kernel, dtype=dtype)
 
 
 def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
