@@ -267,14 +267,14 @@ def phase_step(module, optimizer, loss_of, batch, rng, parts=1, name="loss", com
     Returns (stats, bad): the parts' stats averaged (arrays concatenated in row order) and the
     number of non-finite gradient entries zeroed. Raises NonFiniteLoss, before any step, when
     the loss is not finite."""
-    ranks = comm.size if comm is not None else 1
+    comm = comm or distributed.Single()
     optimizer.zero_grad()
-    if parts * ranks <= 1:
+    if parts * comm.size <= 1:
         loss, stats = loss_of(slice(None), rng, True)
         _check_finite(float(loss.numpy()), name)
         loss.backward()
     else:
-        total, first = parts * ranks, (comm.rank if comm is not None else 0) * parts
+        total, first = parts * comm.size, comm.rank * parts
         seeds = rng.integers(2 ** 63, size=total)
         params = [p for p in module.parameters() if p.requires_grad]
 
@@ -285,17 +285,18 @@ def phase_step(module, optimizer, loss_of, batch, rng, parts=1, name="loss", com
             return float(loss.numpy()), stats, grad(loss * (1.0 / total), params)
 
         results = parallel.split_batch(part, parts)
-        if ranks > 1:
-            results = _gather_parts(comm, results, first, total)
-        _check_finite(np.mean([value for value, _, _ in results]), name)
+        losses = [(value, stats) for value, stats, _ in results]
+        if comm.size > 1:
+            losses = _gather_parts(comm, losses)
+        _check_finite(np.mean([value for value, _ in losses]), name)
         for k, p in enumerate(params):
-            grads = [g[k].data for _, _, g in results if g is not None and g[k] is not None]
+            grads = [g[k].data for _, _, g in results if g[k] is not None]
             p.grad = Tensor(functools.reduce(np.add, grads)) if grads else None
-        if ranks > 1:
+        if comm.size > 1:
             _allreduce_gradients(comm, params, [b for _, b in module.named_buffers()])
-        stats = {key: (np.concatenate([s[key] for _, s, _ in results]) if isinstance(value, np.ndarray)
-                       else float(np.mean([s[key] for _, s, _ in results])))
-                 for key, value in results[0][1].items()}
+        stats = {key: (np.concatenate([s[key] for _, s in losses]) if isinstance(value, np.ndarray)
+                       else float(np.mean([s[key] for _, s in losses])))
+                 for key, value in losses[0][1].items()}
     bad = sanitize_gradients(module.parameters())
     optimizer.step()
     return stats, bad
@@ -306,26 +307,22 @@ def _check_finite(value, name):
         raise NonFiniteLoss(f"the {name} became {value}")
 
 
-def _gather_parts(comm, results, first, total):
-    """Every rank's (loss, stats, None) for all `total` parts in order, from this rank's parts
-    `first`, ... (with their gradients): a float64 all-reduce in which each rank fills its own
-    parts' rows. Array stats hold the same number of entries in every part."""
-    keys = list(results[0][1])
-    like = results[0][1]
-    table = np.zeros((total, 1 + sum(np.size(like[key]) for key in keys)))
-    for j, (value, stats, _) in enumerate(results):
-        table[first + j] = np.concatenate([[value]] + [np.ravel(stats[key]) for key in keys])
-    comm.allreduce_sum(table)
+def _gather_parts(comm, losses):
+    """Every rank's (loss, stats) of its parts, for all parts in order (rank by rank), from this
+    rank's `losses`: one float64 allgather of a row per part. Array stats hold the same number of
+    entries in every part."""
+    like = losses[0][1]
+    keys = list(like)
+    mine = np.array([np.concatenate([[value]] + [np.ravel(stats[key]) for key in keys]) for value, stats in losses])
     gathered = []
-    for i, row in enumerate(table):
+    for row in comm.allgather(mine).reshape(-1, mine.shape[1]):
         stats, at = {}, 1
         for key in keys:
             size = np.size(like[key])
             stats[key] = (row[at:at + size].astype(like[key].dtype).reshape(like[key].shape)
                           if isinstance(like[key], np.ndarray) else float(row[at]))
             at += size
-        own = first <= i < first + len(results)
-        gathered.append((float(row[0]), stats, results[i - first][2] if own else None))
+        gathered.append((float(row[0]), stats))
     return gathered
 
 
