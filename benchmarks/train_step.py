@@ -86,7 +86,7 @@ def build_phases(config_name, device, parts=None, comm=None):
     phases["g_forward_s"] = g_forward
     if comm.size > 1:                 # the phases' all-reduces alone, on buffers of their sizes
         for name, module in (("allreduce_G_s", G), ("allreduce_D_s", D)):
-            size = module.num_parameters() + (sum(b.size for _, b in module.named_buffers()) if module is G else 0)
+            size = module.num_parameters() + sum(b.size for _, b in module.named_buffers())
             phases[name] = functools.partial(comm.allreduce_sum, xp.zeros(size, dtype=np.float32))
     return phases, cfg, xp, parts
 

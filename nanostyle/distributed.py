@@ -1,4 +1,5 @@
-"""Several processes: the communicator of data-parallel training (DESIGN.md "Several processes").
+"""Several processes: the communicator of data-parallel training (docs/design.md, section
+"Several processes").
 
 `mpiexec -n N python examples/train_oasis.py ...` starts N ranks. Each computes its share of
 every global batch, and the gradients are summed across the ranks once per phase

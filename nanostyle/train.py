@@ -867,7 +867,7 @@ def train(config=None, resume=None, log_to_stdout=True, comm=None, **overrides):
                     log(note)
                 if comm.size > 1:
                     log.line("processes: " + distributed.processes(comm))
-                    _check_ranks_agree(run, "at the start")
+                _check_ranks_agree(run, "at the start")
                 advice = blas.kernel_advice() if run.config.device == "cpu" else None
                 if advice:
                     log(advice)
@@ -956,7 +956,10 @@ def _fingerprint(run):
 
 
 def _check_ranks_agree(run, when):
-    """Raise on every rank when some rank's run differs from rank 0's (an all-reduce of checksums)."""
+    """Raise on every rank when some rank's run differs from rank 0's (an all-reduce of checksums);
+    nothing to check for one process."""
+    if run.comm.size == 1:
+        return
     sums = run.comm.allgather(np.array(_fingerprint(run), dtype=np.int64))
     differ = [rank for rank, value in enumerate(sums) if value != sums[0]]
     if differ:
@@ -1009,10 +1012,10 @@ def _loop(run, log, stop=None):
                 say(f"time budget: {config.minutes:g} minutes reached at {run.cur_nimg / 1000:.3f} kimg "
                     f"(of {config.kimg}); taking the final snapshot (--minutes 0 trains to --kimg)")
                 done = True
-            if run.comm.size > 1:        # rank 0's clock and the signals it got decide for every rank
-                done, signum, write_final = (int(v) for v in run.comm.broadcast(
-                    np.array([done, signum or 0, write_final], dtype=np.int64)))
-                signum = signum or None
+            # rank 0's clock and the signals it got decide for every rank
+            done, signum, write_final = (int(v) for v in run.comm.broadcast(
+                np.array([done, signum or 0, write_final], dtype=np.int64)))
+            signum = signum or None
             if signum is not None:
                 if write_final:
                     _snapshot(run, fixed_z, log, False, progress.write)
@@ -1148,10 +1151,9 @@ def _snapshot(run, fixed_z, log, with_metrics, say=print):
     tag = f"{kimg:08.3f}"  # fixed width, so file names sort in training order
     if not (_all_finite(run.G) and _all_finite(run.D)):
         raise _diverged(run, "the weights became non-finite")
-    if run.comm.size > 1:
-        _check_ranks_agree(run, f"at {kimg:.3f} kimg")
-        if run.comm.rank != 0:
-            return {}
+    _check_ranks_agree(run, f"at {kimg:.3f} kimg")
+    if run.comm.rank != 0:
+        return {}
     columns = math.ceil(math.sqrt(len(fixed_z)))
     # a conditional run's grid: the classes row after row
     fixed_c = (np.arange(len(fixed_z)) // columns) % len(run.class_names) if run.class_names else None
