@@ -74,20 +74,7 @@ def require_nibabel():
     return nibabel
 
 
-def max_voxels_allowed(max_voxels=None):
-    if max_voxels is not None:
-        return int(max_voxels)
-    text = os.environ.get("NANOSTYLE_MAX_VOXELS")
-    if not text:
-        return DEFAULT_MAX_VOXELS
-    try:
-        return int(text)
-    except ValueError:
-        from .data import DataError
-        raise DataError(f"NANOSTYLE_MAX_VOXELS={text!r} is not a whole number of voxels") from None
-
-
-def read_volume(path, max_voxels=None):
+def read_volume(path, max_voxels=DEFAULT_MAX_VOXELS):
     """float32 [R, A, S]: the volume at `path` in canonical RAS orientation. Raises VolumeError
     for 2-D and 4-D volumes (a trailing axis of length 1, as OASIS-1's Analyze files have, is
     dropped), empty, too large, constant (all-zero) or non-finite ones."""
@@ -108,9 +95,8 @@ def read_volume(path, max_voxels=None):
     voxels = int(np.prod(shape[:3]))
     if voxels == 0:
         raise VolumeError(f"no voxels (shape {shape}): an empty volume")
-    limit = max_voxels_allowed(max_voxels)
-    if voxels > limit:
-        raise VolumeError(f"{voxels:,} voxels {shape[:3]}, above the limit of {limit:,}; "
+    if voxels > max_voxels:
+        raise VolumeError(f"{voxels:,} voxels {shape[:3]}, above the limit of {max_voxels:,}; "
                           "raise it with NANOSTYLE_MAX_VOXELS or max_voxels= if the file is genuine")
     canonical = nibabel.as_closest_canonical(image)
     volume = np.asarray(canonical.get_fdata(dtype=np.float32))
@@ -131,8 +117,10 @@ def scale_to_uint8(volume):
     if high <= low:
         raise VolumeError(f"nearly empty: its {LOW_PERCENTILE}th and {HIGH_PERCENTILE}th intensity "
                           f"percentiles are both {low:g}")
-    scaled = (volume - np.float32(low)) * np.float32(255.0 / (high - low))
-    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
+    scaled = volume - np.float32(low)              # one float32 copy, scaled in place: a volume
+    scaled *= np.float32(255.0 / (high - low))     # in flight holds two copies of itself, not four
+    np.clip(scaled, 0, 255, out=scaled)
+    return np.round(scaled, out=scaled).astype(np.uint8)
 
 
 def cut_slices(volume, axis):
@@ -146,7 +134,8 @@ def cut_slices(volume, axis):
     raise ValueError(f"axis must be one of {', '.join(AXES)} (--axis); got {axis!r}")
 
 
-def brain_slices(path, axis="axial", min_brain_fraction=MIN_BRAIN_FRACTION, max_voxels=None):
+def brain_slices(path, axis="axial", min_brain_fraction=MIN_BRAIN_FRACTION,
+                 max_voxels=DEFAULT_MAX_VOXELS):
     """The slices of the volume at `path` that show enough brain: [(index, uint8 2-D)], in index
     order. Raises VolumeError when the volume is unusable or no slice qualifies."""
     volume = scale_to_uint8(read_volume(path, max_voxels))
