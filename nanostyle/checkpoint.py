@@ -10,10 +10,12 @@ over the target: a run killed mid-write leaves the previous checkpoint intact (a
 file, which temporary_files() finds). Loading uses allow_pickle=False, so a file can never run
 code.
 """
+import fnmatch
 import json
 import os
 import re
 import tempfile
+import time
 import zipfile
 
 import numpy as np
@@ -170,3 +172,19 @@ def temporary_files(folder):
         if match and os.path.isfile(os.path.join(folder, name)):
             found.append((os.path.join(folder, name), match.group("target")))
     return found
+
+
+def remove_temporaries(folder, targets, min_age_s=0.0):
+    """Remove the temporary files in `folder` whose target matches one of the glob patterns
+    `targets` and that nothing has written to for `min_age_s` seconds (a write still going on
+    elsewhere grows its file); returns the names removed."""
+    removed, now = [], time.time()
+    for path, target in temporary_files(folder):
+        if any(fnmatch.fnmatchcase(target, pattern) for pattern in targets):
+            try:
+                if now - os.path.getmtime(path) >= min_age_s:
+                    os.remove(path)
+                    removed.append(os.path.basename(path))
+            except OSError:            # gone meanwhile, or not ours to remove
+                pass
+    return removed

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from . import volumes
-from .checkpoint import temporary_files, write_atomic
+from .checkpoint import remove_temporaries, write_atomic
 from .volumes import AXES, MIN_BRAIN_FRACTION
 
 CACHE_VERSION = 2
@@ -458,15 +457,7 @@ STALE_TEMPORARY_S = 3600
 def _remove_stale_temporaries(folder, verbose):
     """Remove the cache builds that killed processes left in `folder` (they can be as large as a
     whole cache); a build in progress elsewhere is left alone."""
-    now, removed = time.time(), []
-    for path, target in temporary_files(folder):
-        if target.startswith("slices-") and target.endswith((".npy", ".json")):
-            try:
-                if now - os.path.getmtime(path) > STALE_TEMPORARY_S:
-                    os.remove(path)
-                    removed.append(os.path.basename(path))
-            except OSError:            # gone meanwhile, or not ours to remove
-                pass
+    removed = remove_temporaries(folder, ("slices-*.npy", "slices-*.json"), min_age_s=STALE_TEMPORARY_S)
     if removed:
         _note(f"removed {len(removed)} unfinished cache file{'s' * (len(removed) > 1)} left by a "
               f"killed run in {folder}: {', '.join(removed)}", verbose)

@@ -20,7 +20,6 @@ their own fixed seeds, so an interrupted-and-resumed run equals an uninterrupted
 """
 import copy
 import dataclasses
-import fnmatch
 import functools
 import glob
 import hashlib
@@ -38,7 +37,7 @@ import numpy as np
 from . import backend, blas, distributed, parallel
 from .augment import AdaController, AugmentPipe
 from .autograd import Tensor, grad
-from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, temporary_files
+from .checkpoint import CheckpointError, load_checkpoint, read_meta, remove_temporaries, save_checkpoint
 from .data import DataError, check_minibatch_std_group, load_data, load_default_dataset, to_float
 from .diversity import DiversityConfig, DiversityFloor
 from .losses import StyleGAN2Loss
@@ -652,13 +651,10 @@ _ATOMIC_ARTEFACTS = ("latest.npz", "ckpt-*.npz", "fakes-*.png", "loss.png", "met
 
 def _remove_temporaries(folder, log):
     """Remove the temporary files a write killed in this run folder left (write_atomic's own)."""
-    stale = [path for path, target in temporary_files(folder)
-             if any(fnmatch.fnmatchcase(target, pattern) for pattern in _ATOMIC_ARTEFACTS)]
-    for path in stale:
-        os.remove(path)
+    stale = remove_temporaries(folder, _ATOMIC_ARTEFACTS)
     if stale:
         log(f"removed {len(stale)} temporary file{'s' * (len(stale) > 1)} left by a write that was killed: "
-            + ", ".join(os.path.basename(path) for path in stale))
+            + ", ".join(stale))
 
 
 RESUME_OVERRIDES = ("kimg", "minutes", "device", "keep", "lr_G", "lr_D", "gamma")   # what a resumed run
