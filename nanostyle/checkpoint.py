@@ -45,7 +45,8 @@ def save_checkpoint(path, arrays, meta):
 
 def write_atomic(path, write):
     """Call write(handle) on a temporary file beside `path`, fsync it, then rename it over
-    `path`: readers see the old file or the new one, never a half-written one."""
+    `path`: readers see the old file or the new one, never a half-written one. Returns what
+    write returned."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
@@ -55,11 +56,12 @@ def write_atomic(path, write):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            result = write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_folder(folder)  # make the rename itself survive a crash
+        return result
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

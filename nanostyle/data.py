@@ -480,17 +480,15 @@ def _cached_or_built(cache, listing, items, base, decode, res, workers, what, ve
         record = _build(items, decode, res, workers, _FileSink(handle, res), description, verbose)[1]
         if not record["count"]:
             raise _NothingLoaded(record)          # leaves no cache behind
-        built.append(record)
+        return record
 
-    built = []
     try:
-        write_atomic(npy, build_into)
+        record = write_atomic(npy, build_into)
     except _NothingLoaded as nothing:
         return np.zeros((0, 1, res, res), np.uint8), nothing.record
     except OSError as error:
         _warn(f"could not write the cache {npy}: {error} (continuing without it, in memory)")
         return _build(items, decode, res, workers, _MemorySink(res), description, verbose)
-    record = built[0]
     images = np.load(npy, mmap_mode="r", allow_pickle=False)
     try:
         stored = dict(record, version=CACHE_VERSION, listing=listing, res=res,
