@@ -77,7 +77,9 @@ class SliceDataset:
 
 def to_float(images):
     """uint8 -> float32 in [-1, 1]."""
-    return (np.asarray(images, dtype=np.float32) / 127.5 - 1.0).astype(np.float32)
+    floats = np.asarray(images, dtype=np.float32) / np.float32(127.5)
+    floats -= np.float32(1)
+    return floats
 
 
 def to_uint8(images):

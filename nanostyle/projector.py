@@ -30,6 +30,7 @@ import numpy as np
 
 from . import backend
 from .autograd import Tensor, concat, no_grad, where
+from .data import to_float
 from .nn import copy_module
 from .ops import upfirdn2d
 from .optim import Adam
@@ -97,7 +98,7 @@ def target_image(image, resolution):
                          f"{resolution}x{resolution} slices; resize it first (PIL: image.resize(({resolution}, "
                          f"{resolution}), Image.LANCZOS), or examples/project.py --resize)")
     if array.dtype == np.uint8:
-        return (array.astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+        return to_float(array)
     if array.dtype.kind != "f":
         raise ValueError(f"project: the target must be uint8 (0..255) or float (-1..1), got {array.dtype}")
     if not np.isfinite(array).all() or array.min() < -1.001 or array.max() > 1.001:
