@@ -19,7 +19,7 @@ def image_grid(images, nrow=None, padding=2):
     N, C, H, W = images.shape
     ncol = nrow or int(math.ceil(math.sqrt(N)))
     nrows = int(math.ceil(N / ncol))
-    tiles = (images if images.dtype == np.uint8 else to_uint8(images)).transpose(0, 2, 3, 1)
+    tiles = _pixels(images).transpose(0, 2, 3, 1)
     grid = np.zeros((nrows * (H + padding) + padding, ncol * (W + padding) + padding, C), dtype=np.uint8)
     for i in range(N):
         r, c = divmod(i, ncol)
@@ -28,14 +28,15 @@ def image_grid(images, nrow=None, padding=2):
     return grid[:, :, 0] if C == 1 else grid
 
 
-def _save_png_atomic(array_or_image, path):
-    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    write_atomic(path, lambda handle: image.save(handle, format="PNG"))
+def _pixels(images):
+    """uint8 as they are; floats in [-1, 1] through to_uint8."""
+    return images if images.dtype == np.uint8 else to_uint8(images)
 
 
 def save_png(pixels, path):
     """Write uint8 [H, W] (grayscale) or [H, W, 3] (RGB) as a PNG, atomically."""
-    _save_png_atomic(np.asarray(pixels, dtype=np.uint8), path)
+    image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+    write_atomic(path, lambda handle: image.save(handle, format="PNG"))
 
 
 def heat_map(values, vmax=1.0, cmap="inferno"):
@@ -50,7 +51,7 @@ def save_image_grid(images, path, nrow=None):
     """Write images [N, C, H, W] (uint8, as Generator.sample gives, or floats in [-1, 1], as
     generate gives) as one PNG grid to `path`, `nrow` images a row (default: a square), 2-pixel
     black borders; written atomically."""
-    _save_png_atomic(image_grid(images, nrow), path)
+    save_png(image_grid(images, nrow), path)
 
 
 def save_images(images, folder, names):
@@ -58,11 +59,11 @@ def save_images(images, folder, names):
     (grayscale for one channel), named by `names`; returns the paths."""
     os.makedirs(folder, exist_ok=True)
     images = np.asarray(images)
-    pixels = (images if images.dtype == np.uint8 else to_uint8(images)).transpose(0, 2, 3, 1)
+    pixels = _pixels(images).transpose(0, 2, 3, 1)
     paths = []
     for tile, name in zip(pixels, names):
         path = os.path.join(folder, name if name.endswith(".png") else name + ".png")
-        _save_png_atomic(tile[:, :, 0] if tile.shape[2] == 1 else tile, path)
+        save_png(tile[:, :, 0] if tile.shape[2] == 1 else tile, path)
         paths.append(path)
     return paths
 
@@ -156,10 +157,11 @@ def save_gif(frames, path, duration_ms=80):
 
 
 def make_gif(png_paths, out_path, duration_ms=300):
-    """An animated GIF of the snapshot grids, written atomically."""
-    frames = [Image.open(p).convert("L") for p in png_paths]
-    if not frames:
+    """An animated GIF of the snapshot grids (grayscale PNGs), written atomically; None for none."""
+    if not png_paths:
         return None
-    write_atomic(out_path, lambda handle: frames[0].save(handle, format="GIF", save_all=True,
-                                                         append_images=frames[1:], duration=duration_ms, loop=0))
-    return out_path
+    frames = []
+    for p in png_paths:
+        with Image.open(p) as image:
+            frames.append(np.asarray(image.convert("L")))
+    return save_gif(frames, out_path, duration_ms)
