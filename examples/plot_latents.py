@@ -35,17 +35,8 @@ def _parser():
 
 def sample_w(G, seeds, labels, trunc, batch=256):
     """w [N, w_dim] (float64) of the samples of `seeds` (and class `labels`, for a conditional G)."""
-    from nanostyle import backend
-    from nanostyle.autograd import Tensor, no_grad
     z = np.stack([np.random.default_rng(int(s)).standard_normal(G.z_dim) for s in seeds]).astype(np.float32)
-    one_hot = G.one_hot(labels, len(z))
-    out = []
-    with no_grad():
-        for start in range(0, len(z), batch):
-            c = None if one_hot is None else Tensor(one_hot[start:start + batch])
-            ws = G.mapping(Tensor(z[start:start + batch]), c, truncation_psi=trunc)
-            out.append(backend.to_numpy(ws.data[:, 0]).astype(np.float64))
-    return np.concatenate(out)
+    return G.map(z, labels, truncation_psi=trunc, batch=batch)
 
 
 def pca(x, components=2):

@@ -284,20 +284,44 @@ class Generator(Module):
         from default_rng(seed)) or given latents `z` [N, z_dim], `batch` at a time; a conditional
         generator also takes labels `c` (one class index for all, N indices, or one-hot [N, c_dim]).
         The output is clipped to the data range, as every picture of it is (PNG) and as the
-        reference's metrics see it (uint8): the metrics judge what a user gets."""
+        reference's metrics see it (uint8): the metrics judge what a user gets. With
+        noise_mode="random" each batch draws its noise from default_rng(12345 + its first row), so
+        those images depend on `batch` and on a seed's place in `seeds`."""
+        if (seeds is None) == (z is None):
+            raise ValueError("pass seeds (e.g. seeds=range(8)) or z (float [N, z_dim]), one of the two")
+        if seeds is not None and isinstance(seeds, (int, np.integer)):
+            raise ValueError(f"seeds must be a sequence of ints, got the int {seeds}; "
+                             f"use seeds=[{seeds}] for that seed or seeds=range({seeds}) for {seeds} images")
         if z is None:
             z = np.stack([np.random.default_rng(int(s)).standard_normal(self.z_dim) for s in seeds]).astype(np.float32)
-        labels = self.one_hot(c, len(z))
-        xp = self.mapping.w_avg.xp
         out = []
         with no_grad():
-            for start in range(0, len(z), batch):
-                chunk = Tensor(xp.asarray(z[start:start + batch], dtype=self.mapping.w_avg.dtype))
-                chunk_c = None if labels is None else Tensor(xp.asarray(labels[start:start + batch], dtype=chunk.dtype))
+            for start, chunk, chunk_c in self._batches(z, c, batch):
                 rng = np.random.default_rng(12345 + start)
                 images = self(chunk, c=chunk_c, truncation_psi=truncation_psi, noise_mode=noise_mode, rng=rng)
                 out.append(backend.to_numpy(images.data))
         return np.clip(np.concatenate(out), -1.0, 1.0)
+
+    def map(self, z, c=None, truncation_psi=1.0, batch=1000):
+        """w [N, w_dim] as NumPy float64, with no graph: the mapping network's output for latents
+        `z` [N, z_dim] (and labels `c`, as in `generate`), `batch` at a time. Without style mixing
+        every layer of the synthesis network takes this w."""
+        out = []
+        with no_grad():
+            for _, chunk, chunk_c in self._batches(z, c, batch):
+                ws = self.mapping(chunk, chunk_c, truncation_psi=truncation_psi)
+                out.append(backend.to_numpy(ws.data[:, 0]).astype(np.float64))
+        return np.concatenate(out)
+
+    def _batches(self, z, c, batch):
+        """(first row, z Tensor, one-hot c Tensor or None) on the generator's device and dtype,
+        `batch` rows at a time."""
+        labels = self.one_hot(c, len(z))
+        xp, dtype = self.mapping.w_avg.xp, self.mapping.w_avg.dtype
+        for start in range(0, len(z), batch):
+            chunk = Tensor(xp.asarray(z[start:start + batch], dtype=dtype))
+            chunk_c = None if labels is None else Tensor(xp.asarray(labels[start:start + batch], dtype=dtype))
+            yield start, chunk, chunk_c
 
     def one_hot(self, c, count):
         """Labels `c` for `count` images as float32 one-hot rows [count, c_dim]; None for an
@@ -312,12 +336,8 @@ class Generator(Module):
         [N, z_dim]. c: class labels of a conditional generator (c_dim > 0), passed on to
         `generate`. truncation_psi: w pulled towards w_avg (1 = none, 0.7 = typical trade of
         variety for fidelity). noise_mode: "const" (a seed gives the same image every time),
-        "random" or "none". batch: images per forward pass (memory, not results)."""
-        if (seeds is None) == (z is None):
-            raise ValueError("sample: pass seeds (e.g. seeds=range(8)) or z (float [N, z_dim]), one of the two")
-        if seeds is not None and isinstance(seeds, (int, np.integer)):
-            raise ValueError(f"sample: seeds must be a sequence of ints, got the int {seeds}; "
-                             f"use seeds=[{seeds}] for that seed or seeds=range({seeds}) for {seeds} images")
+        "random" or "none". batch: images per forward pass (memory only, except with random noise:
+        see `generate`)."""
         from .data import to_uint8
         return to_uint8(self.generate(seeds=seeds, z=z, c=c, truncation_psi=truncation_psi, noise_mode=noise_mode,
                                       batch=batch))

@@ -212,19 +212,11 @@ def w_statistics(G, num=W_AVG_SAMPLES, seed=123):
     """(w_avg [w_dim], w_std): the mean of the mapping network's output over `num` random z (random
     classes for a conditional G), and the RMS distance of those w from it (StyleGAN2's projector)."""
     rng = np.random.default_rng(seed)
-    xp = G.mapping.w_avg.xp
-    c_dim = getattr(G, "c_dim", 0)
     ws = []
-    with no_grad():
-        for start in range(0, num, 1000):
-            count = min(1000, num - start)
-            z = Tensor(xp.asarray(rng.standard_normal((count, G.z_dim)), dtype=G.mapping.w_avg.dtype))
-            if c_dim:
-                c = np.eye(c_dim, dtype=np.float32)[rng.integers(0, c_dim, count)]
-                w = G.mapping(z, c=Tensor(xp.asarray(c)))
-            else:
-                w = G.mapping(z)
-            ws.append(backend.to_numpy(w.data[:, 0]).astype(np.float64))
+    for start in range(0, num, 1000):
+        count = min(1000, num - start)
+        z = rng.standard_normal((count, G.z_dim))
+        ws.append(G.map(z, rng.integers(0, G.c_dim, count) if G.c_dim else None, batch=count))
     ws = np.concatenate(ws)
     w_avg = ws.mean(axis=0)
     return w_avg, float(np.sqrt(((ws - w_avg) ** 2).sum(axis=1).mean()))
