@@ -31,6 +31,7 @@ import numpy as np
 from . import backend
 from .autograd import Tensor, concat, no_grad, where
 from .data import to_float
+from .metrics import _MS_SSIM_WEIGHTS, _gaussian_taps, _ms_ssim_scales
 from .nn import copy_module
 from .ops import upfirdn2d
 from .optim import Adam
@@ -41,8 +42,6 @@ INITIAL_NOISE_FACTOR = 0.05
 NOISE_RAMP_LENGTH = 0.75
 LR_RAMPDOWN_LENGTH = 0.25
 LR_RAMPUP_LENGTH = 0.05
-
-_MS_SSIM_WEIGHTS = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
 
 
 @dataclasses.dataclass
@@ -140,19 +139,6 @@ def load_target(path, resolution, resize=False):
 
 # ---- the image distance: MS-SSIM in Tensor ops ---------------------------------------------------
 
-def _gaussian_taps(size=11, sigma=1.5):
-    x = np.arange(size) - (size - 1) / 2
-    taps = np.exp(-x ** 2 / (2 * sigma ** 2))
-    return taps / taps.sum()
-
-
-def _ms_ssim_scales(size, window=11):
-    scales = 1
-    while scales < 5 and size // 2 ** scales >= window:
-        scales += 1
-    return scales
-
-
 def ms_ssim(a, b, floor=1e-6):
     """Multi-scale SSIM of each pair of images, differentiable: a, b Tensors [N, 1, H, W] in
     [-1, 1] (H, W >= 11) -> Tensor [N]. The definition of metrics.ms_ssim (same windows, constants,
@@ -164,7 +150,7 @@ def ms_ssim(a, b, floor=1e-6):
     taps = _gaussian_taps().astype(a.dtype)
     pool = np.array([0.5, 0.5], dtype=a.dtype)
     c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
-    scales = _ms_ssim_scales(min(a.shape[-2:]))
+    scales = _ms_ssim_scales(*a.shape[-2:])
     weights = _MS_SSIM_WEIGHTS[:scales] / _MS_SSIM_WEIGHTS[:scales].sum()
     value = None
     for scale in range(scales):
