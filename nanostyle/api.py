@@ -11,8 +11,8 @@ import numpy as np
 
 from . import backend
 from .checkpoint import CheckpointError, load_checkpoint
-from .networks import Discriminator, Generator, network_kwargs
-from .train import TrainConfig
+from .networks import Discriminator, Generator
+from .train import TrainConfig, checkpoint_to_resume, saved_network_kwargs
 
 NETWORKS = ("G_ema", "G", "D")
 
@@ -21,7 +21,7 @@ def load(path, device=None, which="G_ema"):
     """The network a training checkpoint holds, with its run's settings attached.
 
     path: a checkpoint written by training (a run folder's latest.npz or ckpt-<kimg>.npz), or the
-        run folder itself (its latest.npz).
+        run folder itself (its newest checkpoint that loads, as --resume takes).
     device: "cpu" or "cuda"; None = the default device (CUDA when a GPU answers;
         NANOSTYLE_DEVICE=cpu|cuda overrides).
     which: "G_ema" (default: the generator's moving average, the one every picture and metric
@@ -29,7 +29,7 @@ def load(path, device=None, which="G_ema"):
 
     Returns a Generator (or Discriminator) whose weights are the checkpoint's, with
         .config       the run's TrainConfig (res, data, cfg, ...),
-        .class_names  list of str, the classes of labelled data ([] for unlabelled),
+        .class_names  list of str, the classes of a conditional generator ([] for an unconditional one),
         .kimg         float, thousands of real images shown when it was saved,
         .checkpoint   the file read.
     Raises CheckpointError (a ValueError) naming the file, the problem and the fix, for a missing,
@@ -40,15 +40,15 @@ def load(path, device=None, which="G_ema"):
     device = device or backend.default_device()
     if device not in ("cpu", "cuda"):
         raise ValueError(f"load: device must be 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not backend.gpu_available():
-        raise ValueError(f"load: device 'cuda' asked for but {backend.gpu_unavailable_reason()}; use device='cpu'")
+    backend.xp_for_device(device)           # DeviceUnavailable when no GPU answers for "cuda"
     path = os.fspath(path)
     if os.path.isdir(path):
-        path = os.path.join(path, "latest.npz")
-    arrays, meta = load_checkpoint(path)
+        _, path, arrays, meta = checkpoint_to_resume(path, log=lambda message: None)
+    else:
+        arrays, meta = load_checkpoint(path)
     try:
         config = TrainConfig.from_dict(meta["config"])
-        kwargs = _network_kwargs(meta, config)
+        kwargs = saved_network_kwargs(meta, config)
         if which == "D":
             network = Discriminator(img_resolution=config.res, img_channels=1, **kwargs["D"])
         else:
@@ -59,28 +59,12 @@ def load(path, device=None, which="G_ema"):
         raise CheckpointError(f"{path!r} holds no usable {which}: {error}; pass a checkpoint written by "
                               "nanostyle's training (a run folder's latest.npz or ckpt-*.npz)") from None
     network.config = config
-    network.class_names = _class_names(meta, config)
+    network.class_names = list(meta.get("class_names") or [])
     network.kimg = meta.get("cur_nimg", 0) / 1000
     network.checkpoint = path
     if device != "cpu":
         network.to(device)
     return network
-
-
-def _network_kwargs(meta, config):
-    """{"G": kwargs, "D": kwargs} the run built its networks with (checkpoints from before they
-    were saved: the kwargs of the run's network config)."""
-    network = meta.get("network")
-    if isinstance(network, dict) and {"G", "D"} <= network.keys():
-        return network
-    return dict(zip(("G", "D"), network_kwargs(config.cfg, config.res)))
-
-
-def _class_names(meta, config):
-    names = meta.get("class_names")
-    if names:
-        return list(names)
-    return [name.strip() for name in config.classes.split(",")] if config.classes else []
 
 
 def evaluate(G, data=None, num=500, truncation_psi=1.0, seed=0, heldout_fraction=0.2):

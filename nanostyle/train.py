@@ -361,6 +361,16 @@ def build_networks(cfg, res, img_channels=1, seed=0, dtype=np.float32, kwargs=No
     return G, D
 
 
+def saved_network_kwargs(meta, config):
+    """{"G": kwargs, "D": kwargs}: the networks a checkpoint's run was built with (so it resumes
+    and loads with them even if the presets have changed since); for a new run, and checkpoints
+    from before they were saved, those of config.cfg at config.res."""
+    network = meta.get("network")
+    if isinstance(network, dict) and {"G", "D"} <= network.keys():
+        return network
+    return dict(zip(("G", "D"), network_kwargs(config.cfg, config.res)))
+
+
 def default_parts(batch, D, device):
     """How many parts of each batch a phase computes at once: one per core on the CPU where the
     batch divides into whole minibatch-stddev groups of D (parallel.batch_parts), 1 on a GPU."""
@@ -417,10 +427,7 @@ class Run:
         self.config, self.dataset, self.dir = config, dataset, config.out
         self.comm, self.notes = comm or distributed.Single(), []
         arrays, meta, path = checkpoint if checkpoint else (None, {}, None)
-        # {"G": kwargs, "D": kwargs}: a resumed run's own networks, even if the preset has changed since
-        network = meta.get("network")
-        if not (isinstance(network, dict) and {"G", "D"} <= network.keys()):
-            network = dict(zip(("G", "D"), network_kwargs(config.cfg, config.res)))
+        network = saved_network_kwargs(meta, config)
         self.class_names = _class_names(config, dataset)      # [] for an unconditional run
         if self.class_names and "c_dim" not in network["G"]:
             network = {key: dict(kwargs, c_dim=len(self.class_names)) for key, kwargs in network.items()}
@@ -608,7 +615,7 @@ def _checkpoints(folder):
     return readable, unreadable
 
 
-def _checkpoint_to_resume(resume, log):
+def checkpoint_to_resume(resume, log):
     """(run folder, path, arrays, meta): `resume` itself when it is a file, or the newest checkpoint
     of the run folder `resume` that loads (latest.npz, or a newer ckpt-*.npz where a run was killed
     between the two writes), saying which and why."""
@@ -669,7 +676,7 @@ def open_run(config, resume=None, log=print, comm=None):
     comm = comm or distributed.Single()
     checkpoint = None
     if resume:
-        run_dir, path, arrays, meta = _checkpoint_to_resume(resume, log)
+        run_dir, path, arrays, meta = checkpoint_to_resume(resume, log)
         try:
             saved = TrainConfig.from_dict(meta["config"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:

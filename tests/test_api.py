@@ -43,6 +43,20 @@ def test_load_gives_the_ema_generator_with_the_run_attached(checkpoint):
     np.testing.assert_array_equal(D.state_dict()["blocks.0.fromrgb.weight"], arrays["D/blocks.0.fromrgb.weight"])
 
 
+def test_a_run_folder_loads_its_newest_checkpoint_that_loads(checkpoint, tmp_path):
+    """As --resume: a latest.npz cut short by a kill leaves the run's ckpt-*.npz to load."""
+    import glob
+    import shutil
+    folder = tmp_path / "run"
+    shutil.copytree(os.path.dirname(checkpoint), folder)
+    (folder / "latest.npz").write_bytes((folder / "latest.npz").read_bytes()[:1000])
+    (snapshot,) = glob.glob(str(folder / "ckpt-*.npz"))
+    G = ns.load(str(folder), device="cpu")
+    assert G.checkpoint == snapshot
+    arrays, _ = load_checkpoint(snapshot)
+    np.testing.assert_array_equal(G.state_dict()["mapping.w_avg"], arrays["G_ema/mapping.w_avg"])
+
+
 def test_sample_gives_uint8_pictures_of_generate(checkpoint):
     G = ns.load(checkpoint, device="cpu")
     images = G.sample(seeds=range(5))
