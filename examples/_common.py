@@ -13,6 +13,18 @@ if os.path.isfile(os.path.join(ROOT, "nanostyle", "__init__.py")):
 import nanostyle  # noqa: E402,F401  (before NumPy: under mpiexec it shares the cores, see nanostyle/__init__.py)
 
 
+def add_model_options(parser, ckpt_help="checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder "
+                                        "(required)"):
+    """--ckpt and --device, as every script that reads a trained model takes them."""
+    parser.add_argument("--ckpt", required=True, metavar="FILE", help=ckpt_help)
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers, else cpu")
+
+
+def load_model(args):
+    """The G_ema of --ckpt on --device (nanostyle.load)."""
+    return nanostyle.load(args.ckpt, device=args.device)
+
+
 def friendly_errors(main):
     @functools.wraps(main)
     def wrapper(*args, **kwargs):

@@ -11,14 +11,13 @@ In Python: nanostyle.evaluate(nanostyle.load(CKPT), num=500).
 import argparse
 import json
 
-import _common  # noqa: F401  (first: makes this checkout's nanostyle importable)
+import _common  # first: makes this checkout's nanostyle importable
 from _common import friendly_errors
 
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, metavar="FILE",
-                   help="checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder (required)")
+    _common.add_model_options(p)
     p.add_argument("--data", metavar="DIR", help="folder of real slices (default: the data the checkpoint was "
                                                  "trained on; the shipped MNI152 slices if none)")
     p.add_argument("--num", type=int, default=500,
@@ -28,7 +27,6 @@ def _parser():
     p.add_argument("--json", metavar="FILE", help="also write the results to this JSON file (default: print only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the metrics' random draws and of the held-out "
                                                        "split (default 0)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers, else cpu")
     return p
 
 
@@ -37,10 +35,10 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     import nanostyle as ns
     from nanostyle import metrics
-    G = ns.load(args.ckpt, device=args.device)
+    G = _common.load_model(args)
     results = ns.evaluate(G, data=args.data, num=args.num, truncation_psi=args.trunc, seed=args.seed)
     if G.c_dim:
-        for name in G.class_names or [str(i) for i in range(G.c_dim)]:
+        for name in G.class_names:
             found = {key.split("/", 1)[1]: value for key, value in results.items() if key.startswith(name + "/")}
             print(f"class {name}:\n" + metrics.format_table(found))
     else:

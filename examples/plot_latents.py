@@ -12,16 +12,15 @@ nothing beyond nanostyle.
 import argparse
 import os
 
-import _common  # noqa: F401  (first: makes this checkout's nanostyle importable)
+import _common  # first: makes this checkout's nanostyle importable
 import numpy as np
 from _common import friendly_errors
 
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, metavar="FILE",
-                   help="checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder; its G_ema is used "
-                        "(required)")
+    _common.add_model_options(p, "checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder; "
+                                 "its G_ema is used (required)")
     p.add_argument("--num", type=int, default=1000,
                    help="number of sampled images, split evenly over the classes of a conditional model (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="first seed: z of sample i from seed + i (default 0)")
@@ -29,7 +28,6 @@ def _parser():
     p.add_argument("--method", choices=["pca", "umap", "both"], default="pca",
                    help="projection: pca (NumPy), umap (needs umap-learn) or both side by side (default pca)")
     p.add_argument("--out", default="latents.png", help="output PNG (default ./latents.png)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers, else cpu")
     return p
 
 
@@ -82,11 +80,10 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.num < 2:
         raise ValueError(f"--num {args.num}: need at least 2 samples to project")
-    import nanostyle as ns
-    G = ns.load(args.ckpt, device=args.device)
+    G = _common.load_model(args)
     seeds = range(args.seed, args.seed + args.num)
     if G.c_dim:
-        names = G.class_names or [str(i) for i in range(G.c_dim)]
+        names = G.class_names
         labels = np.arange(args.num) * G.c_dim // args.num            # evenly over the classes
     else:
         names, labels = ["samples"], np.zeros(args.num, dtype=np.int64)

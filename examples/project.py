@@ -13,15 +13,14 @@ residual as the optimisation runs). In Python: nanostyle.project(G, image).
 import argparse
 import os
 
-import _common  # noqa: F401  (first: makes this checkout's nanostyle importable)
+import _common  # first: makes this checkout's nanostyle importable
 import numpy as np
 from _common import friendly_errors
 
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, metavar="FILE",
-                   help="checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder (required)")
+    _common.add_model_options(p)
     p.add_argument("--target", required=True, metavar="SLICE",
                    help="the slice to project: a PNG/JPG at the generator's resolution, grayscale (colour is "
                         "converted with a note) (required)")
@@ -42,7 +41,6 @@ def _parser():
                    help="residual heat map scale: this share of the intensity range and more is the "
                         "brightest colour (default 0.25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the w perturbation during optimisation (default 0)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers, else cpu")
     return p
 
 
@@ -57,7 +55,7 @@ def main(argv=None):
     from nanostyle import viz
     from nanostyle.data import to_uint8
     from nanostyle.projector import load_target
-    G = ns.load(args.ckpt, device=args.device)
+    G = _common.load_model(args)
     target, notes = load_target(args.target, G.img_resolution, resize=args.resize)
     for note in notes:
         print(note)

@@ -13,7 +13,7 @@ In Python: G = nanostyle.load(CKPT); G.sample(seeds=range(64)) gives these image
 import argparse
 import os
 
-import _common  # noqa: F401  (first: makes this checkout's nanostyle importable)
+import _common  # first: makes this checkout's nanostyle importable
 import numpy as np
 from _common import friendly_errors
 
@@ -37,7 +37,7 @@ def class_index(G, name):
     if not getattr(G, "c_dim", 0):
         raise ValueError(f"--class {name}: this checkpoint's generator is unconditional (trained without --cond), "
                          "so it has no classes; drop --class")
-    names = G.class_names or [str(i) for i in range(G.c_dim)]
+    names = G.class_names
     if name in names:
         return names.index(name)
     if name.isdigit() and int(name) < G.c_dim:
@@ -48,8 +48,7 @@ def class_index(G, name):
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, metavar="FILE",
-                   help="checkpoint: a run's latest.npz or ckpt-<kimg>.npz, or the run folder (required)")
+    _common.add_model_options(p)
     p.add_argument("--seeds", help="seeds, e.g. 0-63 or 1,5,9; z is drawn from each (default 0-63, or "
                                    "0..N-1 with --num N)")
     p.add_argument("--num", type=int, metavar="N", help="number of images, seeds 0..N-1 (default 64)")
@@ -69,7 +68,6 @@ def _parser():
     p.add_argument("--class", dest="class_name", metavar="CLASS",
                    help="a conditional model's class, by name (e.g. AD) or index (default: a grid with one row "
                         "per class, seeds 0-7, for a conditional model)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU answers, else cpu")
     return p
 
 
@@ -78,7 +76,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     import nanostyle as ns
     from nanostyle import viz
-    G = ns.load(args.ckpt, device=args.device)
+    G = _common.load_model(args)
     args.class_index = class_index(G, args.class_name) if args.class_name is not None else None
     if G.c_dim and args.class_index is None:
         if args.interp or args.mix:
@@ -89,7 +87,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     images = G.sample(seeds=seeds, c=args.class_index, truncation_psi=args.trunc, noise_mode=args.noise)
     # a class's files carry its name, so that they sit beside other classes' in one folder
-    prefix = f"{(G.class_names or [str(i) for i in range(G.c_dim)])[args.class_index]}-" \
+    prefix = f"{(G.class_names)[args.class_index]}-" \
         if args.class_index is not None else ""
     if args.grid:
         path = os.path.join(args.out, f"{prefix}grid.png")
@@ -107,7 +105,7 @@ def main(argv=None):
 def write_class_grid(G, seeds, args):
     """A conditional model's samples: one row per class, one column per seed."""
     import nanostyle as ns
-    names = G.class_names or [str(i) for i in range(G.c_dim)]
+    names = G.class_names
     images = G.sample(seeds=list(seeds) * G.c_dim, c=np.repeat(np.arange(G.c_dim), len(seeds)),
                       truncation_psi=args.trunc, noise_mode=args.noise)
     os.makedirs(args.out, exist_ok=True)

@@ -59,7 +59,9 @@ def load(path, device=None, which="G_ema"):
         raise CheckpointError(f"{path!r} holds no usable {which}: {error}; pass a checkpoint written by "
                               "nanostyle's training (a run folder's latest.npz or ckpt-*.npz)") from None
     network.config = config
-    network.class_names = list(meta.get("class_names") or [])
+    network.class_names = list(meta.get("class_names") or [])   # training saves them with c_dim > 0
+    if getattr(network, "c_dim", 0) and len(network.class_names) != network.c_dim:
+        network.class_names = [str(i) for i in range(network.c_dim)]
     network.kimg = meta.get("cur_nimg", 0) / 1000
     network.checkpoint = path
     if device != "cpu":
