@@ -49,9 +49,10 @@ def test_benchmark_shell_scripts_parse():
         assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
-def _load_conv_ceiling():
+def _load_benchmark(name):
+    """benchmarks/<name>.py as a module (the folder is not a package)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("conv_ceiling", os.path.join(ROOT, "benchmarks", "conv_ceiling.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -62,7 +63,7 @@ def test_conv_ceiling_counts_each_pass_and_its_gemm():
     of that very count (when the pass fits in one column block), and conv2d restored afterwards."""
     import numpy as np
     import nanostyle as ns
-    cc = _load_conv_ceiling()
+    cc = _load_benchmark("conv_ceiling")
     conv = cc.conv
     before = dict(conv.IMPLEMENTATIONS)
     rng = np.random.default_rng(3)
@@ -97,20 +98,12 @@ def test_data_load_benchmark_builds_loads_and_caches(tmp_path):
     assert report["cached"]["memmap"] and report["cached"]["batch_shape"] == [32, 1, 16, 16]
 
 
-def _load_fast_paths():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("fast_paths", os.path.join(ROOT, "benchmarks", "fast_paths.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fast_paths_switches_every_path_and_judges_by_the_whole_step():
     """fast_paths.py: every named fast path has its switch, the 'on' runs carry none, and the
     verdict keeps a path only where it saves 5 % of a step (figures made up here: the real ones
     take minutes and live in RESULTS.md)."""
     from nanostyle.ops._impl import FAST_PATHS
-    fp = _load_fast_paths()
+    fp = _load_benchmark("fast_paths")
     assert set(FAST_PATHS) <= set(fp.PATHS)
     for path in fp.PATHS:
         on, off = fp.environment(path, True), fp.environment(path, False)

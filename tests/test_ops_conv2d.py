@@ -31,14 +31,6 @@ def reference_conv2d(x, w, padding, stride):
     return out
 
 
-@pytest.fixture(params=["ref", "fast"])
-def impl(request):
-    """Run a test on the reference (im2col) and on the fast CPU passes (window GEMMs where they
-    apply, the reference elsewhere)."""
-    with ns.ops.use_impl(request.param):
-        yield request.param
-
-
 CASES = [   # (k, padding, stride, hw)
     (3, 1, 1, (5, 7)), (3, 0, 2, (6, 5)), (1, 0, 1, (4, 4)), (3, 1, 2, (5, 5)), (2, 1, 1, (1, 1)),
     (3, 0, 1, (6, 5)), (3, 2, 1, (4, 3)), (5, 2, 1, (6, 7)), (3, 1, 1, (1, 2)), (4, 1, 3, (10, 11)), (2, 0, 2, (5, 4)),

@@ -54,14 +54,6 @@ def _filter(spec, rng):
     return setup_filter(spec, dtype=np.float64)
 
 
-@pytest.fixture(params=["ref", "fast"])
-def impl(request):
-    """Run a test on the reference and on the fast CPU path (the tests' small images take its
-    banded passes)."""
-    with ns.ops.use_impl(request.param):
-        yield request.param
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_forward_matches_definition_and_gradients(case, impl):
     rng = np.random.default_rng(len(str(case)))
