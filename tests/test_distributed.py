@@ -26,12 +26,15 @@ from helpers import NoStep  # noqa: E402
 TRAIN = os.path.join(ROOT, "examples", "train_oasis.py")
 
 
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+
 def _mpi_missing():
     try:
         import mpi4py  # noqa: F401
     except ImportError:
         return f"mpi4py is not installed ({distributed.INSTALL})"
-    if shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")) is None:
+    if MPIEXEC is None:
         return "no mpiexec on PATH (the mpich wheel brings one: " + distributed.INSTALL + ")"
     return ""
 
@@ -45,9 +48,22 @@ SINGLE_THREADED = dict(OPENBLAS_NUM_THREADS="1", NANOSTYLE_NUM_THREADS="1")
 
 
 def _mpiexec(n, *args, env=None, timeout=300, cwd=None):
-    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    return subprocess.run([mpiexec, "-n", str(n), sys.executable, *args], capture_output=True, text=True,
+    return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env=dict(os.environ, **SINGLE_THREADED, **(env or {})))
+
+
+def _start_and_wait_for_a_snapshot(run, *args):
+    """mpiexec -n 2 python ARGS in the background, once `run` holds its first latest.npz."""
+    process = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, **SINGLE_THREADED))
+    deadline = time.monotonic() + 120
+    while not (run / "latest.npz").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    if not (run / "latest.npz").exists():
+        if process.poll() is None:
+            process.kill()
+        raise AssertionError(process.communicate(timeout=30))
+    return process
 
 
 def _this(program, *args):
@@ -277,15 +293,8 @@ def test_a_rank_that_raises_ends_every_rank(tmp_path):
 def test_killing_a_rank_ends_the_other_and_the_run_resumes(tmp_path):
     run = tmp_path / "run"
     settings = dict(res=16, cfg="tiny", seed=1, device="cpu", kimg=10, snap_kimg=0.008, out=str(run))
-    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    process = subprocess.Popen([mpiexec, "-n", "2", sys.executable, *_this("train", settings)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, **SINGLE_THREADED))
+    process = _start_and_wait_for_a_snapshot(run, *_this("train", settings))
     try:
-        deadline = time.monotonic() + 120
-        while not (run / "latest.npz").exists() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.2)
-        assert (run / "latest.npz").exists(), process.communicate(timeout=30)
         # log.txt maps the ranks to the pids that mpiexec's messages name
         line = next(line for line in open(run / "log.txt") if line.startswith("processes: "))
         pid = int(line.split("rank 1 pid ")[1].split()[0])
@@ -309,16 +318,9 @@ def test_sigterm_stops_every_rank_at_the_same_iteration(tmp_path):
     """mpiexec passes SIGTERM to every rank; they stop together, as rank 0 decides (train._loop),
     with one message and the exit status of a terminated run."""
     run = tmp_path / "run"
-    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    process = subprocess.Popen([mpiexec, "-n", "2", sys.executable, TRAIN,
-                                "--res", "16", "--cfg", "tiny", "--kimg", "10", "--snap", "0.008", "--out", str(run),
-                                "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, **SINGLE_THREADED))
+    process = _start_and_wait_for_a_snapshot(run, TRAIN, "--res", "16", "--cfg", "tiny", "--kimg", "10", "--snap",
+                                             "0.008", "--out", str(run), "--device", "cpu")
     try:
-        deadline = time.monotonic() + 120
-        while not (run / "latest.npz").exists() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.2)
-        assert (run / "latest.npz").exists(), process.communicate(timeout=30)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
     finally:
