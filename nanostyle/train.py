@@ -1253,7 +1253,9 @@ def _progress_bar(total, initial, show=True):
         def update(self, n, record, minutes_left=None):
             post = dict(kimg=f"{record['kimg']:.2f}")
             rate = record.get("img_per_s") or 0.0
-            to_kimg = (total - self.bar.n - n) / rate if rate > 0 else math.inf
+            if self.bar.n + n > self.bar.total:      # the last batch passes --kimg: the bar ends full
+                self.bar.total = self.bar.n + n
+            to_kimg = (self.bar.total - self.bar.n - n) / rate if rate > 0 else math.inf
             if minutes_left is not None and minutes_left * 60 < to_kimg:
                 post["ends"] = f"in {tqdm.format_interval(max(minutes_left * 60, 0))} (--minutes)"
             else:
